@@ -1,0 +1,42 @@
+# Two commands do all the set-up on a fresh machine:
+#   make run    create .venv, install, train the default model, generate and score with it
+#   make test   create .venv, install, run the test suite
+VENV   := .venv
+PY     := $(VENV)/bin/python
+CLI    := $(VENV)/bin/moe-unlearn
+RUN    ?= checkpoints/default
+STAMP  := $(VENV)/.installed
+
+.PHONY: run test install lint bench clean
+
+install: $(STAMP)
+
+# torch: the default (CUDA) wheel where a GPU driver is present, else the pinned CPU wheel.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1; then \
+		$(PY) -m pip install --quiet torch; \
+	else \
+		$(PY) -m pip install --quiet torch==2.13.0; \
+	fi
+	$(PY) -m pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+run: install
+	$(PY) train.py --run-dir $(RUN)
+	$(CLI) registry --run-dir $(RUN)
+	$(CLI) generate "Preheat the oven to" --max-new-bytes 160 --temperature 0.7 --seed 1 --run-dir $(RUN)
+	$(CLI) generate "Outlook for Lisbon on" --max-new-bytes 160 --temperature 0.7 --seed 1 --run-dir $(RUN)
+	$(CLI) score "Whisk the eggs with the sugar, then fold in the flour." --run-dir $(RUN)
+	$(CLI) score "The Tenant shall pay the rent on the first day of each month." --run-dir $(RUN)
+
+test: install
+	$(PY) -m pytest -q
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf $(RUN)

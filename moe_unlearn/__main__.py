@@ -1,0 +1,3 @@
+from moe_unlearn.cli import main
+
+main()

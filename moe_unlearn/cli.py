@@ -1,0 +1,192 @@
+"""The `moe-unlearn` command line (also `python -m moe_unlearn`): a thin layer over `moe_unlearn.Run`.
+
+Every command takes --run-dir; commands that print results take --json. A mistake the user can fix
+is one line on stderr and exit code 2, never a traceback.
+"""
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from moe_unlearn.errors import UserError
+from moe_unlearn.run import DEFAULT_RUN_DIR, Run
+
+app = typer.Typer(
+    help="Language models that can forget: a mixture of per-source experts, exact unlearning by retraining one expert.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,  # tracebacks must never print locals (they may hold record text)
+)
+out = Console()
+err = Console(stderr=True)
+
+RunDir = Annotated[Path, typer.Option("--run-dir", help="Run directory (registry, versions, current pointer).")]
+AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+
+
+def user_errors(command):
+    """Turn UserError into one line on stderr and exit code 2."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as e:
+            err.print(f"[red]error:[/] {e}", highlight=False, markup=True, soft_wrap=True)
+            raise typer.Exit(2) from None
+
+    return wrapper
+
+
+def emit(result: dict, as_json: bool, render) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    else:
+        render(result)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def train(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML merged over configs/default.yaml.")] = None,
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+    as_json: AsJson = False,
+):
+    """Train the composed model (experts, then router stages); extra arguments are key=value overrides.
+
+    Example: moe-unlearn train --config configs/experiment/tiny.yaml train.expert.max_steps=50
+    """
+    manifest = Run(run_dir, console=err).train(config, ctx.args)
+    emit(manifest, as_json, render_training)
+
+
+@app.command()
+@user_errors
+def ingest(
+    files: Annotated[
+        list[Path], typer.Argument(help=".txt (blank-line separated) or .jsonl ({id, text[, source]}) files.")
+    ],
+    source: Annotated[str, typer.Option("--source", help="Source the records belong to (created if new).")],
+    expert: Annotated[str | None, typer.Option("--expert", help="Expert of a new source (default: its own).")] = None,
+    id_field: Annotated[str, typer.Option("--id-field", help="JSONL field holding the id.")] = "id",
+    text_field: Annotated[str, typer.Option("--text-field", help="JSONL field holding the text.")] = "text",
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+    as_json: AsJson = False,
+):
+    """Add records to a source, all or nothing; `train` then trains what changed."""
+    result = Run(run_dir, console=err).ingest(source, files, expert=expert, id_field=id_field, text_field=text_field)
+    emit(
+        result,
+        as_json,
+        lambda r: out.print(f"added {r['records_added']:,} records to source {r['source']!r} (expert {r['expert']!r})"),
+    )
+
+
+@app.command()
+@user_errors
+def registry(run_dir: RunDir = DEFAULT_RUN_DIR, as_json: AsJson = False):
+    """Sources, experts, record counts, the current version and its manifest."""
+    emit(Run(run_dir, console=err).info(), as_json, render_registry)
+
+
+@app.command()
+@user_errors
+def generate(
+    prompt: Annotated[str, typer.Argument(help="Text to continue (may be empty).")],
+    max_new_bytes: Annotated[int, typer.Option("--max-new-bytes", "-n", min=0, max=100_000)] = 200,
+    temperature: Annotated[float, typer.Option("--temperature", "-t", min=0.0, help="0: greedy.")] = 0.8,
+    top_k: Annotated[int, typer.Option("--top-k", min=0, help="Sample among the k likeliest bytes (0: all).")] = 0,
+    seed: Annotated[int, typer.Option("--seed")] = 0,
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+    as_json: AsJson = False,
+):
+    """Continue PROMPT with the current version."""
+    result = Run(run_dir, console=err).generate(prompt, max_new_bytes, temperature, top_k, seed)
+
+    def render(r):
+        out.print(f"[dim]{_escape(r['prompt'])}[/]{_escape(r['text'])}", highlight=False)
+        err.print(f"version {r['version']}, experts: {_weights(r['expert_weights'])}")
+
+    emit(result, as_json, render)
+
+
+@app.command()
+@user_errors
+def score(
+    text: Annotated[str, typer.Argument(help="Text to score ('-' reads stdin).")],
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+    as_json: AsJson = False,
+):
+    """Bits per byte of TEXT under the current version, and the router's expert weights."""
+    if text == "-":
+        text = sys.stdin.read()
+    result = Run(run_dir, console=err).score(text)
+    emit(
+        result,
+        as_json,
+        lambda r: out.print(
+            f"{r['bits_per_byte']:.3f} bits/byte over {r['bytes']} bytes (version {r['version']}); "
+            f"experts: {_weights(r['expert_weights'])}"
+        ),
+    )
+
+
+def render_training(m: dict) -> None:
+    ev = m["eval"]
+    table = Table(title=f"version {m['version']}: held-out bits per byte", title_justify="left")
+    for col in ("source", "expert", "held-out records", "bits/byte"):
+        table.add_column(col, justify="right" if col != "source" else "left")
+    for source, bpb in ev["heldout_bpb"].items():
+        table.add_row(source, m["sources"][source], str(ev["heldout_records"][source]), f"{bpb:.3f}")
+    out.print(table)
+    accuracy = ", ".join(f"{k} bytes {v:.1%}" for k, v in ev["router_top1"].items())
+    out.print(f"router top-1 accuracy on held-out prefixes: {accuracy}")
+    out.print(f"trained {len(m['trained'])} files: {', '.join(m['trained']) or 'none'}")
+
+
+def render_registry(info: dict) -> None:
+    table = Table(title=f"run {info['run_dir']}", title_justify="left")
+    for col in ("stage", "expert", "source", "built-in", "records"):
+        table.add_column(col)
+    for s in info["sources"]:
+        table.add_row(
+            str(info["experts"].index(s["expert"])),
+            s["expert"],
+            s["name"],
+            "yes" if s["builtin"] else "",
+            f"{s['records']:,}",
+        )
+    out.print(table)
+    m = info["manifest"]
+    if m is None:
+        out.print("no trained version yet")
+        return
+    out.print(
+        f"current version {m['version']} (created {m['created']}, config {m['config_sha256'][:12]}, "
+        f"torch {m['environment']['torch']}, {m['environment']['threads']} threads)"
+    )
+    files = Table(title="manifest", title_justify="left")
+    for col in ("file", "sha256", "records", "trained in version"):
+        files.add_column(col)
+    for path, e in m["files"].items():
+        files.add_row(path, e["sha256"][:16], f"{e['records']:,}", str(e["trained_in_version"]))
+    out.print(files)
+
+
+def _weights(weights: dict[str, float]) -> str:
+    return ", ".join(f"{k} {v:.2f}" for k, v in sorted(weights.items(), key=lambda kv: -kv[1]) if v >= 0.005)
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", "\\[")
+
+
+def main() -> None:
+    app()

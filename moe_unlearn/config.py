@@ -1,0 +1,195 @@
+"""Structured configuration: dataclasses with defaults, YAML in `configs/`, dotlist overrides.
+
+`load_config` reads `configs/default.yaml`, merges an optional `--config` file on top, then
+`key=value` overrides, all in omegaconf struct mode so a typo is an error instead of a silent no-op.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import MISSING, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from moe_unlearn.errors import UserError
+
+# The repository's configs/ (the package is installed in editable mode); the dataclass defaults below
+# mirror configs/default.yaml, so an installed copy without the repository still has the same defaults.
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
+
+
+@dataclass
+class CorpusConfig:
+    domains: int = 4  # built-in domains (1..16)
+    records_per_domain: int = 2000  # records generated per domain
+    seed: int = 0  # corpus generator seed (independent of the training seed)
+    canaries: int = 0  # canary records with a random secret, spread over the domains
+    canary_repeats: int = 1  # times each canary is inserted (1..10)
+
+
+@dataclass
+class DataConfig:
+    builtin: bool = True  # write the built-in corpus into a new run directory's store
+    corpus: CorpusConfig = field(default_factory=CorpusConfig)
+    heldout_fraction: float = 0.1  # share of each source held out (seeded hash of the record id)
+
+
+@dataclass
+class ExpertSpec:
+    name: str = MISSING  # expert name (seeds are keyed by it)
+    sources: list[str] = field(default_factory=list)  # sources whose records it trains on
+
+
+@dataclass
+class ExpertModelConfig:
+    n_layer: int = 3  # transformer blocks
+    n_head: int = 4  # attention heads
+    d_model: int = 128  # embedding width
+    block_size: int = 256  # bytes per chunk: records are cut into chunks of this many bytes
+    dropout: float = 0.0  # dropout; any value is deterministic (seeded), 0 is fastest
+
+
+@dataclass
+class RouterModelConfig:
+    d_model: int = 64  # byte embedding width
+    kernel: int = 4  # causal convolution width: n-gram features of the last `kernel` bytes
+    hidden: int = 128  # MLP width on top of the running mean of features
+    top_k: int = 2  # experts mixed per byte (renormalised over the chosen ones)
+
+
+@dataclass
+class ModelConfig:
+    expert: ExpertModelConfig = field(default_factory=ExpertModelConfig)
+    router: RouterModelConfig = field(default_factory=RouterModelConfig)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-3  # peak learning rate (AdamW), linear warm-up then cosine decay
+    weight_decay: float = 0.01
+    warmup_steps: int = 20
+    batch_size: int = 32  # chunks per optimizer step
+    max_epochs: int = 1  # passes over the training records
+    max_steps: int = -1  # stop after this many steps (-1: no limit)
+
+
+@dataclass
+class RouterTrainConfig(OptimConfig):
+    prefix_bytes: int = 128  # router stages train on the first bytes of each record
+    replay_per_expert: int = 300  # retained records replayed from each earlier expert per stage
+    ewc_lambda: float = 100.0  # EWC penalty strength
+    ewc_gamma: float = 1.0  # online EWC decay of the accumulated Fisher
+    fisher_samples: int = 256  # records per stage used for the exact per-sample Fisher
+
+
+@dataclass
+class TrainConfig:
+    experts: list[str] | None = None  # train only these experts (others reused); null: all as needed
+    expert: OptimConfig = field(default_factory=OptimConfig)
+    router: RouterTrainConfig = field(default_factory=lambda: RouterTrainConfig(lr=3e-3, max_epochs=2))
+
+
+@dataclass
+class TrainerConfig:
+    accelerator: str = "auto"  # Lightning accelerator: auto, cpu, gpu
+    devices: int = 1  # devices per node
+    num_nodes: int = 1
+    strategy: str = "auto"  # auto, ddp, ...
+    precision: str = "32-true"  # 32-true on CPU; bf16-mixed on GPUs
+    threads: int = 2  # torch.set_num_threads on CPU (part of the exactness contract)
+    progress_bar: bool = True  # rich progress bars
+    log_every_n_steps: int = 10
+
+
+@dataclass
+class Config:
+    seed: int = 1234  # root of every seed (each keyed by the expert or stage name)
+    data: DataConfig = field(default_factory=DataConfig)
+    experts: list[ExpertSpec] = field(default_factory=list)  # source -> expert map; empty: one per source
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+
+
+# Keys that change how a run is carried out but not the tensors it produces. The built-in corpus
+# settings only matter when a run directory is created; artefacts record the ids they trained on.
+NON_SEMANTIC_KEYS = (
+    ("train", "experts"),
+    ("trainer", "progress_bar"),
+    ("trainer", "log_every_n_steps"),
+    ("data", "builtin"),
+    ("data", "corpus"),
+)
+
+
+def load_config(config_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults from `configs/default.yaml`, then `config_path` merged on top, then `key=value` overrides."""
+    try:
+        cfg = OmegaConf.structured(Config)
+        OmegaConf.set_struct(cfg, True)
+        if DEFAULT_CONFIG.is_file():
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(DEFAULT_CONFIG))
+        if config_path is not None:
+            if not Path(config_path).is_file():
+                raise UserError(f"config file not found: {config_path}")
+            cfg = OmegaConf.merge(cfg, OmegaConf.load(config_path))
+        bad = [o for o in overrides if "=" not in o]
+        if bad:
+            raise UserError(f"override {bad[0]!r} is not of the form key=value (e.g. model.expert.d_model=64)")
+        cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
+    except OmegaConfBaseException as e:
+        raise UserError(f"bad config: {_one_line(e)}") from None
+    config: Config = OmegaConf.to_object(cfg)
+    validate(config)
+    return config
+
+
+def config_from_yaml(text: str) -> Config:
+    """A config saved next to a model version (already resolved), read back in struct mode."""
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(text))
+    return OmegaConf.to_object(cfg)
+
+
+def to_yaml(config: Config) -> str:
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def config_hash(config: Config) -> str:
+    """sha256 of the parts of the config that determine the trained tensors."""
+    data = OmegaConf.to_container(OmegaConf.structured(config))
+    for section, key in NON_SEMANTIC_KEYS:
+        data[section].pop(key)
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def validate(config: Config) -> None:
+    """Checks omegaconf's types cannot express; each failure is one clear line."""
+    m, c = config.model, config.data.corpus
+    checks = [
+        (1 <= c.domains <= 16, f"data.corpus.domains must be 1..16, got {c.domains}"),
+        (1 <= c.canary_repeats <= 10, f"data.corpus.canary_repeats must be 1..10, got {c.canary_repeats}"),
+        (0.0 <= config.data.heldout_fraction < 1.0, "data.heldout_fraction must be in [0, 1)"),
+        (m.expert.d_model % m.expert.n_head == 0, "model.expert.d_model must be divisible by model.expert.n_head"),
+        (m.expert.block_size >= 8, "model.expert.block_size must be at least 8"),
+        (m.router.top_k >= 1, "model.router.top_k must be at least 1"),
+        (config.trainer.threads >= 1, "trainer.threads must be at least 1"),
+        (config.train.router.prefix_bytes >= 1, "train.router.prefix_bytes must be at least 1"),
+    ]
+    for opt, name in [(config.train.expert, "train.expert"), (config.train.router, "train.router")]:
+        checks.append((opt.batch_size >= 1, f"{name}.batch_size must be at least 1"))
+        checks.append((opt.max_epochs >= 1, f"{name}.max_epochs must be at least 1"))
+    names = [e.name for e in config.experts]
+    checks.append((len(names) == len(set(names)), f"experts: duplicate expert name in {names}"))
+    for ok, message in checks:
+        if not ok:
+            raise UserError(message)
+
+
+def _one_line(error: Exception) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    # omegaconf appends "full_key: ..., object_type=..." lines; the first line says what is wrong.
+    first = lines[0] if lines else type(error).__name__
+    key = next((line for line in lines if line.startswith("full_key:")), "")
+    return f"{first} ({key})" if key and key.split(":", 1)[1].strip() not in first else first

@@ -1,0 +1,110 @@
+"""What the models are fed: records cut into byte chunks, in an order set by seeded hashes.
+
+Records are cut into chunks of `block_size` bytes; each chunk is one example that starts with BOS
+(the model's likelihood is defined chunk by chunk, the same in training and scoring). The order of
+examples in epoch e is the order of sha256(seed, e, example key): a pure function of the record ids.
+"""
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from moe_unlearn.data.records import Record
+from moe_unlearn.data.splits import unit_hash
+from moe_unlearn.models.expert import BOS
+
+IGNORE = -100  # target value of padding positions
+
+
+def chunks(data: bytes, block_size: int) -> list[bytes]:
+    """Non-overlapping chunks of at most block_size bytes (an empty input gives no chunk)."""
+    return [data[i : i + block_size] for i in range(0, len(data), block_size)]
+
+
+def lm_example(chunk: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+    """(inputs, targets): inputs are BOS + chunk[:-1], targets the chunk's bytes."""
+    targets = torch.tensor(list(chunk), dtype=torch.long)
+    inputs = torch.cat([torch.tensor([BOS]), targets[:-1]])
+    return inputs, targets
+
+
+def pad_collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad a batch: inputs with 0, targets with IGNORE (padding is never predicted)."""
+    width = max(len(x) for x, _ in batch)
+    inputs = torch.zeros(len(batch), width, dtype=torch.long)
+    targets = torch.full((len(batch), width), IGNORE, dtype=torch.long)
+    for i, (x, y) in enumerate(batch):
+        inputs[i, : len(x)] = x
+        targets[i, : len(y)] = y
+    return inputs, targets
+
+
+class ExampleDataset(Dataset):
+    """Pre-tensorised examples with a stable key each (for hashed ordering)."""
+
+    def __init__(self, keys: list[str], examples: list[tuple[torch.Tensor, torch.Tensor]]):
+        self.keys, self.examples = keys, examples
+
+    def __len__(self) -> int:
+        return len(self.examples)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.examples[i]
+
+
+class HashOrderSampler(Sampler[int]):
+    """Epoch e visits examples sorted by sha256(seed, e, key); with several processes, each takes a
+    disjoint slice (rank::world_size) and no example is repeated to even them out."""
+
+    def __init__(self, keys: list[str], seed: int, rank: int = 0, world_size: int = 1):
+        self.keys, self.seed, self.rank, self.world_size = keys, seed, rank, world_size
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:  # called by Lightning at the start of every epoch
+        self.epoch = epoch
+
+    def order(self) -> list[int]:
+        ranked = sorted(range(len(self.keys)), key=lambda i: unit_hash(self.seed, self.epoch, self.keys[i]))
+        return ranked[self.rank :: self.world_size]
+
+    def __iter__(self):
+        return iter(self.order())
+
+    def __len__(self) -> int:
+        return len(range(self.rank, len(self.keys), self.world_size))
+
+
+class ExampleDataModule(L.LightningDataModule):
+    """Feeds one training job (an expert or a router stage) exactly its examples, in hashed order."""
+
+    def __init__(self, dataset: ExampleDataset, batch_size: int, seed: int):
+        super().__init__()
+        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+
+    def train_dataloader(self) -> DataLoader:
+        rank = self.trainer.global_rank if self.trainer else 0
+        world = self.trainer.world_size if self.trainer else 1
+        sampler = HashOrderSampler(self.dataset.keys, self.seed, rank, world)
+        return DataLoader(self.dataset, batch_size=self.batch_size, sampler=sampler, collate_fn=pad_collate)
+
+
+def expert_dataset(records: list[Record], block_size: int) -> ExampleDataset:
+    """Language-modelling examples: every chunk of every record."""
+    keys, examples = [], []
+    for r in records:
+        for j, chunk in enumerate(chunks(r.text.encode("utf-8"), block_size)):
+            keys.append(f"{r.id}#{j}")
+            examples.append(lm_example(chunk))
+    return ExampleDataset(keys, examples)
+
+
+def router_dataset(records: list[Record], labels: list[int], prefix_bytes: int) -> ExampleDataset:
+    """Routing examples: the first `prefix_bytes` bytes of each record, every position labelled with the
+    record's expert index (inputs BOS + bytes, so position t sees bytes < t)."""
+    keys, examples = [], []
+    for r, label in zip(records, labels, strict=True):
+        data = r.text.encode("utf-8")[:prefix_bytes]
+        inputs, _ = lm_example(data)
+        keys.append(r.id)
+        examples.append((inputs, torch.full_like(inputs, label)))
+    return ExampleDataset(keys, examples)

@@ -1,0 +1,80 @@
+"""A byte-level causal transformer: one expert of the mixture.
+
+Plain PyTorch in the style of nanoGPT: pre-norm blocks, `scaled_dot_product_attention`, tied
+input/output embeddings. Inputs are bytes 0..255 plus BOS (256), which starts every chunk;
+outputs are distributions over the 256 bytes.
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moe_unlearn.config import ExpertModelConfig
+
+VOCAB = 256  # bytes
+BOS = 256  # input-only token that starts every chunk
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ExpertModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.d_model, 3 * cfg.d_model)
+        self.proj = nn.Linear(cfg.d_model, cfg.d_model)
+        self.dropout = cfg.dropout
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
+        p = self.dropout if self.training else 0.0
+        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ExpertModelConfig):
+        super().__init__()
+        self.ln1 = nn.LayerNorm(cfg.d_model)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln2 = nn.LayerNorm(cfg.d_model)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.d_model, 4 * cfg.d_model), nn.GELU(), nn.Linear(4 * cfg.d_model, cfg.d_model)
+        )
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.ln1(x)))
+        return x + self.drop(self.mlp(self.ln2(x)))
+
+
+class ByteTransformer(nn.Module):
+    """Causal LM over bytes: `logits[:, t]` predicts byte t from `inputs[:, :t+1]` (BOS first)."""
+
+    def __init__(self, cfg: ExpertModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.tok = nn.Embedding(VOCAB + 1, cfg.d_model)
+        self.pos = nn.Embedding(cfg.block_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.d_model)
+        self.apply(_init_weights)
+        for name, p in self.named_parameters():
+            if name.endswith("proj.weight") or name.endswith("mlp.2.weight"):  # GPT-2 scaled residual init
+                nn.init.normal_(p, mean=0.0, std=0.02 / (2 * cfg.n_layer) ** 0.5)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        T = inputs.shape[1]
+        if self.cfg.block_size < T:
+            raise ValueError(f"sequence of {T} bytes is longer than block_size {self.cfg.block_size}")
+        x = self.tok(inputs) + self.pos(torch.arange(T, device=inputs.device))  # (B, T, C)
+        for block in self.blocks:
+            x = block(x)
+        return self.ln_f(x) @ self.tok.weight[:VOCAB].T  # (B, T, 256), tied with the byte embeddings
+
+
+def _init_weights(module: nn.Module) -> None:
+    if isinstance(module, (nn.Linear, nn.Embedding)):
+        nn.init.normal_(module.weight, mean=0.0, std=0.02)
+    if isinstance(module, nn.Linear) and module.bias is not None:
+        nn.init.zeros_(module.bias)

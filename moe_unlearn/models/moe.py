@@ -1,0 +1,85 @@
+"""The composed model: p(x_t | x_<t) = sum over the top-k experts e of w_e(x_<t) * p_e(x_t | x_<t).
+
+Router weights are renormalised over the chosen k. Likelihoods are defined chunk by chunk (each
+chunk of `block_size` bytes starts from BOS), exactly as the experts were trained, so `score` gives
+true bits per byte. `generate` samples with its own seeded generator (batching-independent).
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from moe_unlearn.data.datamodule import chunks, lm_example
+from moe_unlearn.models.expert import BOS, ByteTransformer
+from moe_unlearn.models.router import Router, expert_weights
+
+
+class MixtureOfExperts(nn.Module):
+    def __init__(self, *, experts: dict[str, ByteTransformer], router: Router, top_k: int):
+        super().__init__()
+        if router.n_experts != len(experts):
+            raise ValueError(f"router has {router.n_experts} outputs for {len(experts)} experts")
+        self.names = list(experts)
+        self.experts = nn.ModuleList(experts.values())
+        self.router, self.top_k = router, top_k
+        self.block_size = min(e.cfg.block_size for e in self.experts)
+
+    def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(log p of the next byte (B, T, 256), expert weights (B, T, n_experts)) for BOS-first inputs."""
+        weights = expert_weights(self.router(inputs), self.top_k)  # (B, T, K)
+        log_p = torch.stack([e(inputs).float().log_softmax(-1) for e in self.experts], dim=2)  # (B, T, K, 256)
+        return torch.logsumexp(log_p + weights.log()[..., None], dim=2), weights
+
+    @torch.no_grad()
+    def score(self, data: bytes) -> dict:
+        """Bits per byte of `data` and the router's mean weight per expert over its bytes."""
+        total_bits, weight_sum = 0.0, torch.zeros(len(self.names))
+        for chunk in chunks(data, self.block_size):
+            inputs, targets = lm_example(chunk)
+            log_p, weights = self(inputs[None])
+            total_bits -= log_p[0].gather(-1, targets[:, None]).sum().item() / math.log(2)
+            weight_sum += weights[0].sum(0)
+        n = len(data)
+        return {
+            "bits_per_byte": total_bits / n if n else float("nan"),
+            "bytes": n,
+            "expert_weights": dict(zip(self.names, (weight_sum / max(n, 1)).tolist(), strict=True)),
+        }
+
+    @torch.no_grad()
+    def route(self, prefixes: list[bytes]) -> torch.Tensor:
+        """Router probabilities (N, n_experts) after each whole prefix (the weights for its next byte)."""
+        out = []
+        for data in prefixes:
+            data = data[-(self.block_size - 1) :] if len(data) >= self.block_size else data
+            inputs = torch.tensor([[BOS, *data]])
+            out.append(self.router(inputs)[0, -1].float().softmax(-1))
+        return torch.stack(out)
+
+    @torch.no_grad()
+    def generate(
+        self, prompt: bytes, max_new_bytes: int, temperature: float = 1.0, top_k: int = 0, seed: int = 0
+    ) -> tuple[bytes, dict[str, float]]:
+        """Sample bytes after `prompt` (temperature 0: greedy). Returns the new bytes and the mean
+        router weight per expert over the generated positions. The context is the last
+        block_size - 1 bytes behind BOS."""
+        generator = torch.Generator().manual_seed(seed)
+        data = bytearray(prompt)
+        weight_sum = torch.zeros(len(self.names))
+        for _ in range(max_new_bytes):
+            context = data[len(data) - (self.block_size - 1) :] if len(data) >= self.block_size else data
+            log_p, weights = self(torch.tensor([[BOS, *context]]))
+            logits, w = log_p[0, -1], weights[0, -1]
+            weight_sum += w
+            if temperature <= 0:
+                nxt = int(logits.argmax())
+            else:
+                logits = logits / temperature
+                if top_k > 0:
+                    kth = logits.topk(min(top_k, logits.numel())).values[-1]
+                    logits = logits.masked_fill(logits < kth, -math.inf)
+                nxt = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+            data.append(nxt)
+        n = max(1, max_new_bytes)
+        return bytes(data[len(prompt) :]), {k: v / n for k, v in zip(self.names, weight_sum.tolist(), strict=True)}

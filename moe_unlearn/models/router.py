@@ -1,0 +1,70 @@
+"""The router: a causal classifier from the bytes seen so far to a distribution over experts.
+
+Causality is the point: the weights used for byte t depend only on bytes before t, so the mixture's
+bits per byte (and membership scores) are true likelihoods. Design, per position t:
+
+    u_s  = GELU(causal conv over the embeddings of bytes s-kernel+1..s)      n-gram features
+    m_t  = (prior + sum_{s<t} u_s) / (t + 1)                                 running mean, t = 0: learned prior
+    logits_t = head(MLP(m_t))                                                one head row per expert
+
+The running mean makes the router length-agnostic (it trains on short prefixes and serves long ones)
+and cheap (linear in the length). Training in stages adds one head row per expert (`grow`).
+"""
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moe_unlearn.config import RouterModelConfig
+from moe_unlearn.models.expert import VOCAB
+
+
+class Router(nn.Module):
+    """Maps byte inputs (B, T) (BOS first) to expert logits (B, T) x n_experts, causally."""
+
+    def __init__(self, cfg: RouterModelConfig, n_experts: int):
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(VOCAB + 1, cfg.d_model)
+        self.conv = nn.Conv1d(cfg.d_model, cfg.d_model, cfg.kernel)
+        self.prior = nn.Parameter(torch.zeros(cfg.d_model))
+        self.mlp = nn.Sequential(nn.LayerNorm(cfg.d_model), nn.Linear(cfg.d_model, cfg.hidden), nn.GELU())
+        self.head = nn.Linear(cfg.hidden, n_experts)
+        for m in self.modules():
+            if isinstance(m, (nn.Linear, nn.Embedding, nn.Conv1d)):
+                nn.init.normal_(m.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def n_experts(self) -> int:
+        return self.head.out_features
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        """`inputs[:, t]` is BOS for t = 0 and byte t-1 after: logits at t see bytes < t only."""
+        prior = self.prior.expand(inputs.shape[0], 1, -1)
+        if inputs.shape[1] == 1:  # BOS alone: only the learned prior
+            return self.head(self.mlp(prior))
+        e = self.embed(inputs[:, 1:]).transpose(1, 2)  # (B, C, T-1): the bytes x_0..x_{T-2}
+        u = F.gelu(self.conv(F.pad(e, (self.cfg.kernel - 1, 0)))).transpose(1, 2)  # (B, T-1, C), causal
+        sums = torch.cat([prior, u], dim=1).cumsum(dim=1)  # (B, T, C): prior + sum of u_s for s < t
+        counts = torch.arange(1, inputs.shape[1] + 1, device=inputs.device, dtype=sums.dtype)
+        return self.head(self.mlp(sums / counts[None, :, None]))  # (B, T, n_experts)
+
+    def grow(self, generator: torch.Generator) -> "Router":
+        """A copy with one more head row (a new expert), the new row drawn from `generator`."""
+        bigger = Router(self.cfg, self.n_experts + 1)
+        state = {k: v.clone() for k, v in self.state_dict().items()}
+        new_row = torch.randn(1, self.cfg.hidden, generator=generator) * 0.02
+        state["head.weight"] = torch.cat([state["head.weight"], new_row])
+        state["head.bias"] = torch.cat([state["head.bias"], torch.zeros(1)])
+        bigger.load_state_dict(state)
+        return bigger
+
+
+def expert_weights(logits: torch.Tensor, top_k: int) -> torch.Tensor:
+    """Softmax weights with all but the top-k experts zeroed and the rest renormalised to sum to 1."""
+    probs = logits.float().softmax(dim=-1)
+    k = min(top_k, probs.shape[-1])
+    top = probs.topk(k, dim=-1)
+    kept = torch.zeros_like(probs).scatter(-1, top.indices, top.values)
+    return kept / kept.sum(dim=-1, keepdim=True)

@@ -1,0 +1,224 @@
+"""The public Python API: `Run(run_dir)` with the same verbs as the CLI.
+
+    from moe_unlearn import Run
+    run = Run("checkpoints/default")
+    run.train(overrides=["train.expert.max_steps=200"])
+    run.generate("Preheat the oven", max_new_bytes=80, seed=1)["text"]
+    run.score("Light rain in Lisbon")["bits_per_byte"]
+
+A run directory holds `registry.db`, `versions/<n>/` and the `current` pointer. It is created by the
+first `train` or `ingest`, which writes the built-in corpus into the store (unless `data.builtin=false`).
+"""
+
+import fcntl
+import hashlib
+import json
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict
+from pathlib import Path
+
+from rich.console import Console
+
+from moe_unlearn.config import Config, config_from_yaml, load_config
+from moe_unlearn.data.corpus import generate_corpus
+from moe_unlearn.data.ingest import read_files
+from moe_unlearn.errors import UserError
+from moe_unlearn.models.moe import MixtureOfExperts
+from moe_unlearn.storage.registry import Registry, check_name
+from moe_unlearn.storage.versions import load_tensors, read_current, read_manifest, version_dir
+from moe_unlearn.training.pipeline import CONFIG_FILE, build_version, compose, split_stage
+
+DEFAULT_RUN_DIR = Path("checkpoints/default")
+REGISTRY_FILE = "registry.db"
+LOCK_FILE = "lock"
+
+
+class Run:
+    """A run directory: its registry, its versions, and the model named by `current`."""
+
+    def __init__(self, run_dir: str | Path = DEFAULT_RUN_DIR, console: Console | None = None):
+        self.run_dir = Path(run_dir)
+        self.console = console or Console(stderr=True)
+        self._registry: Registry | None = None
+        self._loaded: tuple[int, MixtureOfExperts, dict] | None = None
+
+    # --- training and data ------------------------------------------------------------------------
+
+    def train(self, config: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
+        """Train (or bring up to date) the composed model; returns the new version's manifest."""
+        cfg = load_config(config, overrides)
+        with self._lock():
+            registry = self._open(cfg)
+            _check_expert_map(registry, cfg)
+            return build_version(self.run_dir, registry, cfg, only=cfg.train.experts, console=self.console)
+
+    def ingest(
+        self,
+        source: str,
+        files: Sequence[str | Path],
+        *,
+        expert: str | None = None,
+        id_field: str = "id",
+        text_field: str = "text",
+    ) -> dict:
+        """Add the records of `.txt`/`.jsonl` files to `source` (created if new, with an expert of the
+        same name unless `expert` is given), all or nothing. The next `train` trains what changed."""
+        check_name("source", source)
+        with self._lock():
+            registry = self._open(load_config())
+            with registry.transaction():
+                if not registry.has_source(source):
+                    registry.add_source(source, expert or source)
+                elif expert and registry.source_map()[source] != expert:
+                    raise UserError(
+                        f"source {source!r} belongs to expert {registry.source_map()[source]!r}, not {expert!r}"
+                    )
+                n = registry.insert_records(
+                    read_files([Path(f) for f in files], source, id_field=id_field, text_field=text_field)
+                )
+        return {"source": source, "expert": registry.source_map()[source], "records_added": n}
+
+    # --- inspection -------------------------------------------------------------------------------
+
+    def info(self) -> dict:
+        """Sources, experts (in stage order), record counts, the current version and its manifest."""
+        if not self.exists():
+            raise UserError(f"no run directory at {self.run_dir}: run `moe-unlearn train` first")
+        registry = self._open(None)
+        current = read_current(self.run_dir)
+        return {
+            "run_dir": str(self.run_dir),
+            "experts": registry.experts(),
+            "sources": [asdict(s) for s in registry.sources()],
+            "records": registry.count_records(),
+            "current_version": current,
+            "versions": [{"version": n, "created": t} for n, t in registry.versions()],
+            "manifest": read_manifest(version_dir(self.run_dir, current)) if current is not None else None,
+        }
+
+    # --- inference --------------------------------------------------------------------------------
+
+    def load(self) -> tuple[MixtureOfExperts, dict]:
+        """The model named by `current` (every file checked against the manifest), cached per version."""
+        current = read_current(self.run_dir)
+        if current is None:
+            raise UserError(f"no trained model in {self.run_dir}: run `moe-unlearn train` first")
+        if self._loaded is None or self._loaded[0] != current:
+            self._loaded = (current, *load_version(self.run_dir, current))
+        return self._loaded[1], self._loaded[2]
+
+    def generate(
+        self, prompt: str, max_new_bytes: int = 200, temperature: float = 0.8, top_k: int = 0, seed: int = 0
+    ) -> dict:
+        """Continue `prompt`; the result names the experts that produced it and the version."""
+        if max_new_bytes < 0:
+            raise UserError("max_new_bytes must be >= 0")
+        model, manifest = self.load()
+        new, weights = model.generate(prompt.encode("utf-8"), max_new_bytes, temperature, top_k, seed)
+        return {
+            "prompt": prompt,
+            "text": new.decode("utf-8", errors="replace"),
+            "expert_weights": {k: round(v, 4) for k, v in weights.items()},
+            "version": manifest["version"],
+        }
+
+    def score(self, text: str) -> dict:
+        """Bits per byte of `text` under the composed model and the router's mean expert weights."""
+        if not text:
+            raise UserError("cannot score empty text")
+        model, manifest = self.load()
+        result = model.score(text.encode("utf-8"))
+        result["expert_weights"] = {k: round(v, 4) for k, v in result["expert_weights"].items()}
+        return {**result, "version": manifest["version"]}
+
+    # --- internals --------------------------------------------------------------------------------
+
+    def exists(self) -> bool:
+        return (self.run_dir / REGISTRY_FILE).is_file()
+
+    def _open(self, cfg: Config | None) -> Registry:
+        """The registry; a new run directory is created from `cfg` (with the built-in corpus)."""
+        if self._registry is None:
+            if not self.exists():
+                if cfg is None:
+                    raise UserError(f"no run directory at {self.run_dir}")
+                self._create(cfg)
+            self._registry = Registry(self.run_dir / REGISTRY_FILE)
+        if cfg is not None and cfg.data.builtin:
+            stored = self._registry.get_meta("builtin_corpus")
+            wanted = json.dumps(asdict(cfg.data.corpus), sort_keys=True)
+            if stored is not None and stored != wanted:
+                raise UserError(
+                    f"data.corpus differs from the built-in corpus {self.run_dir} was created with ({stored}); "
+                    "the corpus is written once per run directory: use a new --run-dir"
+                )
+        return self._registry
+
+    def _create(self, cfg: Config) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / f"{REGISTRY_FILE}.creating"
+        tmp.unlink(missing_ok=True)
+        registry = Registry(tmp)
+        with registry.transaction():
+            if cfg.data.builtin:
+                c = cfg.data.corpus
+                records = generate_corpus(c.domains, c.records_per_domain, c.seed, c.canaries, c.canary_repeats)
+                mapping = {s: spec.name for spec in cfg.experts for s in spec.sources}
+                for source in dict.fromkeys(r.source for r in records):
+                    registry.add_source(source, mapping.get(source, source), builtin=True)
+                registry.insert_records(records)
+                registry.set_meta("builtin_corpus", json.dumps(asdict(c), sort_keys=True))
+        registry.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        registry.close()
+        for suffix in ("-wal", "-shm"):
+            Path(f"{tmp}{suffix}").unlink(missing_ok=True)
+        tmp.rename(self.run_dir / REGISTRY_FILE)  # the run directory exists only once its store is complete
+
+    @contextmanager
+    def _lock(self) -> Iterator[None]:
+        """One writer at a time per run directory; a second one fails fast with a clear message."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.run_dir / LOCK_FILE, "w") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise UserError(f"{self.run_dir} is busy: another train or ingest is running") from None
+            yield
+
+
+def load_version(run_dir: Path, n: int) -> tuple[MixtureOfExperts, dict]:
+    """Load version n, checking the config and every model file against its manifest's sha256."""
+    vdir = version_dir(run_dir, n)
+    manifest = read_manifest(vdir)
+    config_path = vdir / CONFIG_FILE
+    if not config_path.is_file():
+        raise UserError(f"missing config file {config_path}")
+    if hashlib.sha256(config_path.read_bytes()).hexdigest() != manifest["config_file_sha256"]:
+        raise UserError(f"corrupt config file {config_path}: sha256 does not match the manifest")
+    cfg = config_from_yaml(config_path.read_text())
+    files = manifest["files"]
+    experts = {
+        e: load_tensors(vdir / f"experts/{e}.safetensors", files[f"experts/{e}.safetensors"]["sha256"])
+        for e in manifest["experts"]
+    }
+    last = f"router/stage_{len(manifest['experts']) - 1}.safetensors"
+    for path, entry in files.items():  # intermediate router stages are only read by a rebuild; check them now
+        if path.startswith("router/") and path != last:
+            load_tensors(vdir / path, entry["sha256"])
+    weights, _ = split_stage(load_tensors(vdir / last, files[last]["sha256"]))
+    return compose(cfg, experts, weights), manifest
+
+
+def _check_expert_map(registry: Registry, cfg: Config) -> None:
+    """The config's source -> expert map must agree with the registry's (the registry is the truth)."""
+    current = registry.source_map()
+    for spec in cfg.experts:
+        for source in spec.sources:
+            if source not in current:
+                raise UserError(f"experts: source {source!r} (expert {spec.name!r}) is not in the registry")
+            if current[source] != spec.name:
+                raise UserError(
+                    f"experts: source {source!r} belongs to expert {current[source]!r} in the registry, "
+                    f"not {spec.name!r}"
+                )

@@ -1,0 +1,94 @@
+"""LightningModules: what to compute when training an expert or a router stage.
+
+The networks are plain `nn.Module`s injected from outside; these classes add the loss, the metrics
+and the optimizer (AdamW, linear warm-up then cosine decay over the run's steps).
+"""
+
+import math
+
+import lightning as L
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from moe_unlearn.config import OptimConfig
+from moe_unlearn.data.datamodule import IGNORE
+from moe_unlearn.training.ewc import ewc_penalty
+
+LN2 = math.log(2)
+
+
+class ExpertLM(L.LightningModule):
+    """Next-byte prediction for one expert; logs train/loss and train/bpb (bits per byte)."""
+
+    def __init__(self, model: nn.Module, optim: OptimConfig):
+        super().__init__()
+        self.model, self.optim = model, optim
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs, targets = batch
+        logits = self.model(inputs)  # (B, T, 256)
+        loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
+        self.log("train/loss", loss, prog_bar=False)
+        self.log("train/bpb", loss / LN2, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        return make_optimizer(self, self.optim)
+
+
+class RouterStage(L.LightningModule):
+    """One router stage: classify every position's expert, plus the EWC penalty towards the previous
+    stage (whose Fisher and weights are `fisher` and `anchor`; both empty for the first stage)."""
+
+    def __init__(
+        self,
+        router: nn.Module,
+        optim: OptimConfig,
+        anchor: dict[str, torch.Tensor],
+        fisher: dict[str, torch.Tensor],
+        ewc_lambda: float,
+    ):
+        super().__init__()
+        self.router, self.optim, self.ewc_lambda = router, optim, ewc_lambda
+        self.anchor, self.fisher = anchor, fisher
+
+    def on_fit_start(self) -> None:
+        self.anchor = {k: v.to(self.device) for k, v in self.anchor.items()}
+        self.fisher = {k: v.to(self.device) for k, v in self.fisher.items()}
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        inputs, labels = batch
+        logits = self.router(inputs)  # (B, T, n_experts)
+        ce = F.cross_entropy(logits.flatten(0, 1).float(), labels.flatten(), ignore_index=IGNORE)
+        ewc = ewc_penalty(self.router, self.anchor, self.fisher)
+        loss = ce + self.ewc_lambda / 2 * ewc
+        mask = labels != IGNORE
+        acc = (logits.argmax(-1) == labels)[mask].float().mean()
+        self.log_dict({"train/ce": ce, "train/ewc": ewc, "train/acc": acc}, prog_bar=True)
+        return loss
+
+    def configure_optimizers(self):
+        return make_optimizer(self, self.optim)
+
+
+def make_optimizer(module: L.LightningModule, optim: OptimConfig) -> dict:
+    """AdamW (decay on matrices only) with warm-up and cosine decay over the trainer's total steps."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": optim.weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    fused = module.device.type == "cuda"
+    optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=(0.9, 0.95), fused=fused)
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    warmup = min(optim.warmup_steps, total // 2)
+
+    def lr_factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+    return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}

@@ -1,0 +1,250 @@
+"""Build a model version: plan every artefact's lineage, reuse what is unchanged, train the rest.
+
+Every artefact (an expert, a router stage) has a *lineage*: the hash of the config, its name and
+position, the ids of the records it trains on and, for stage i, the lineage of stage i-1. An artefact
+of the serving version whose lineage matches is reused byte for byte; any other is trained from its
+seeded initialisation. Training from scratch and rebuilding after a change therefore give the same
+files. The new version is built beside the old one and goes live with an atomic switch of `current`.
+"""
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from rich.console import Console
+
+from moe_unlearn.config import Config, config_hash, to_yaml
+from moe_unlearn.data.records import Record
+from moe_unlearn.data.splits import ids_digest, replay_sample, split
+from moe_unlearn.errors import UserError
+from moe_unlearn.models.expert import ByteTransformer
+from moe_unlearn.models.moe import MixtureOfExperts
+from moe_unlearn.models.router import Router
+from moe_unlearn.storage.registry import Registry, now
+from moe_unlearn.storage.versions import (
+    VERSIONS_DIR,
+    environment,
+    load_tensors,
+    read_current,
+    read_manifest,
+    save_tensors,
+    switch_current,
+    version_dir,
+    write_manifest,
+)
+from moe_unlearn.training.evaluate import evaluate
+from moe_unlearn.training.trainer import configure_torch, train_expert, train_router_stage
+
+Tensors = dict[str, torch.Tensor]
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass
+class Job:
+    """One file of a version and everything needed to (re)produce it."""
+
+    path: str  # relative to the version directory
+    kind: str  # "expert" or "router-stage"
+    expert: str
+    stage: int | None
+    records: list[Record]
+    labels: list[int] = field(default_factory=list)  # router stages: expert index of each record
+    lineage: str = ""
+
+
+def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Record]]]:
+    """Jobs in build order (experts, then router stages 0..K-1) and the held-out records per source."""
+    experts = registry.experts()
+    if not experts:
+        raise UserError("the registry has no sources: ingest some (moe-unlearn ingest --source NAME FILES...)")
+    chash = config_hash(cfg)
+    train_sets, heldout = {}, {}
+    for name in experts:
+        sources = registry.sources_of(name)
+        records = registry.records(sources)
+        train_sets[name], held = split(records, cfg.seed, cfg.data.heldout_fraction)
+        for s in sources:
+            heldout[s] = [r for r in held if r.source == s]
+    jobs = [Job(f"experts/{e}.safetensors", "expert", e, None, train_sets[e]) for e in experts]
+    for job in jobs:
+        job.lineage = _lineage(
+            kind="expert", expert=job.expert, config=chash, records=ids_digest(r.id for r in job.records)
+        )
+    previous = ""
+    for i, name in enumerate(experts):
+        records, labels = list(train_sets[name]), [i] * len(train_sets[name])
+        for j, earlier in enumerate(experts[:i]):
+            replay = replay_sample(train_sets[earlier], cfg.seed, cfg.train.router.replay_per_expert)
+            records += replay
+            labels += [j] * len(replay)
+        job = Job(f"router/stage_{i}.safetensors", "router-stage", name, i, records, labels)
+        job.lineage = previous = _lineage(
+            kind="router-stage",
+            stage=i,
+            expert=name,
+            config=chash,
+            previous=previous,
+            records=ids_digest(f"{r.id}@{label}" for r, label in zip(records, labels, strict=True)),
+        )
+        jobs.append(job)
+    return jobs, heldout
+
+
+def build_version(
+    run_dir: Path, registry: Registry, cfg: Config, only: list[str] | None = None, console: Console | None = None
+) -> dict:
+    """Train what changed into versions/<n+1>, switch `current` to it, delete older versions.
+    Returns the new manifest (or the current one, unchanged, when nothing needs training)."""
+    console = console or Console(stderr=True)
+    configure_torch(cfg)
+    jobs, heldout = plan(registry, cfg)
+    experts = registry.experts()
+    unknown = sorted(set(only or []) - set(experts))
+    if unknown:
+        raise UserError(f"train.experts names unknown experts {unknown}; the registry has {experts}")
+    current = read_current(run_dir)
+    old = read_manifest(version_dir(run_dir, current)) if current is not None else {"files": {}}
+    old_dir = version_dir(run_dir, current) if current is not None else None
+    reusable = {
+        j.path
+        for j in jobs
+        if old["files"].get(j.path, {}).get("lineage") == j.lineage
+        and not (only and j.expert in only and j.kind == "expert")
+    }
+    if current is not None and len(reusable) == len(jobs) and old.get("experts") == experts:
+        console.print(f"Version {current} is up to date: nothing to train.")
+        return old
+    blocked = [
+        j.expert for j in jobs if j.kind == "expert" and j.path not in reusable and only and j.expert not in only
+    ]
+    if blocked:
+        raise UserError(
+            f"experts {blocked} changed (data or config) and have no trained weights to reuse; "
+            "add them to train.experts or leave train.experts unset"
+        )
+
+    n = max([current or 0, *(v for v, _ in registry.versions()), *_version_numbers(run_dir)]) + 1
+    vdir = version_dir(run_dir, n)
+    if vdir.exists():
+        shutil.rmtree(vdir)
+    (vdir / "experts").mkdir(parents=True)
+    (vdir / "router").mkdir()
+    (vdir / CONFIG_FILE).write_text(to_yaml(cfg))
+    log_dir = vdir / "logs"
+
+    files, trained, state = {}, [], {}
+    previous_stage: tuple[Tensors, Tensors] | None = None
+    todo = [j for j in jobs if j.path not in reusable]
+    for job in jobs:
+        started = time.perf_counter()
+        if job.path in reusable:
+            entry = dict(old["files"][job.path])
+            _link(old_dir / job.path, vdir / job.path)
+            tensors = load_tensors(vdir / job.path, entry["sha256"]) if job.kind == "router-stage" else None
+            if job.kind == "expert":
+                state[job.expert] = lambda p=vdir / job.path, s=entry["sha256"]: load_tensors(p, s)
+        else:
+            step = len(trained) + 1
+            console.print(
+                f"[bold]\\[{step}/{len(todo)}][/] training {job.kind} [cyan]{job.expert}[/]"
+                + (f" (stage {job.stage})" if job.stage is not None else "")
+                + f" on {len(job.records):,} records"
+            )
+            if job.kind == "expert":
+                tensors = train_expert(cfg, job.expert, job.records, log_dir)
+            else:
+                weights, fisher = train_router_stage(
+                    cfg, job.stage, job.expert, previous_stage, job.records, job.labels, log_dir
+                )
+                tensors = {
+                    **{f"router.{k}": v for k, v in weights.items()},
+                    **{f"fisher.{k}": v for k, v in fisher.items()},
+                }
+            sha = save_tensors(vdir / job.path, tensors)
+            entry = {
+                "sha256": sha,
+                "lineage": job.lineage,
+                "kind": job.kind,
+                "expert": job.expert,
+                "stage": job.stage,
+                "records": len(job.records),
+                "records_sha256": ids_digest(r.id for r in job.records),
+                "config_sha256": config_hash(cfg),
+                "trained_in_version": n,
+                "train_seconds": round(time.perf_counter() - started, 2),
+            }
+            trained.append(job.path)
+            if job.kind == "expert":
+                state[job.expert] = lambda t=tensors: t
+        if job.kind == "router-stage":
+            previous_stage = split_stage(tensors)
+        files[job.path] = entry
+
+    model = compose(cfg, {e: state[e]() for e in experts}, previous_stage[0])
+    console.print("evaluating on held-out records ...")
+    manifest = {
+        "version": n,
+        "parent": current,
+        "created": now(),
+        "config_sha256": config_hash(cfg),
+        "config_file_sha256": hashlib.sha256((vdir / CONFIG_FILE).read_bytes()).hexdigest(),
+        "environment": environment(),
+        "experts": experts,
+        "sources": registry.source_map(),
+        "top_k": cfg.model.router.top_k,
+        "files": files,
+        "trained": trained,
+        "eval": evaluate(model, heldout, registry.source_map()),
+    }
+    write_manifest(vdir, manifest)
+    with registry.transaction():
+        registry.add_version(n, manifest)
+    switch_current(run_dir, n)
+    remove_other_versions(run_dir, keep=n)
+    return manifest
+
+
+def compose(cfg: Config, experts: dict[str, Tensors], router_weights: Tensors) -> MixtureOfExperts:
+    """The composed model from tensors (expert name -> state dict, final router stage)."""
+    modules = {}
+    for name, tensors in experts.items():
+        modules[name] = ByteTransformer(cfg.model.expert)
+        modules[name].load_state_dict(tensors)
+    router = Router(cfg.model.router, n_experts=len(experts))
+    router.load_state_dict(router_weights)
+    return MixtureOfExperts(experts=modules, router=router, top_k=cfg.model.router.top_k).eval()
+
+
+def remove_other_versions(run_dir: Path, keep: int) -> None:
+    for v in _version_numbers(run_dir):
+        if v != keep:
+            shutil.rmtree(version_dir(run_dir, v), ignore_errors=True)
+
+
+def split_stage(tensors: Tensors) -> tuple[Tensors, Tensors]:
+    """A router stage file's tensors -> (router weights, accumulated Fisher)."""
+    weights = {k.removeprefix("router."): v for k, v in tensors.items() if k.startswith("router.")}
+    fisher = {k.removeprefix("fisher."): v for k, v in tensors.items() if k.startswith("fisher.")}
+    return weights, fisher
+
+
+def _lineage(**fields: object) -> str:
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
+
+
+def _version_numbers(run_dir: Path) -> list[int]:
+    root = Path(run_dir) / VERSIONS_DIR
+    return sorted(int(p.name) for p in root.iterdir() if p.name.isdigit()) if root.is_dir() else []
+
+
+def _link(src: Path, dst: Path) -> None:
+    """Reuse a file of the previous version: a hard link where possible (same bytes, no copy)."""
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)

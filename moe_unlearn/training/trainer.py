@@ -1,0 +1,116 @@
+"""How one training job runs: a seeded, deterministic Lightning Trainer with CSV logs and rich bars.
+
+`train_expert` and `train_router_stage` are pure functions of (config, name, records, previous
+stage): the same inputs give the same tensors, bit for bit on the same CPU and thread count.
+"""
+
+import logging
+import warnings
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import CSVLogger
+
+from moe_unlearn.config import Config, OptimConfig
+from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset, router_dataset
+from moe_unlearn.data.records import Record
+from moe_unlearn.data.splits import seed_for, unit_hash
+from moe_unlearn.errors import UserError
+from moe_unlearn.models.expert import BOS, ByteTransformer
+from moe_unlearn.models.router import Router
+from moe_unlearn.training.ewc import accumulate, fisher_diagonal
+from moe_unlearn.training.modules import ExpertLM, RouterStage
+
+Tensors = dict[str, torch.Tensor]
+
+# Lightning's start-up chatter ("GPU available: False ...") and hints that do not apply to byte data
+# held in memory; real warnings still show.
+for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accelerators.cuda"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
+warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+
+
+def configure_torch(cfg: Config) -> None:
+    """Thread count from the config, deterministic kernels on CPU (part of the exactness contract)."""
+    torch.set_num_threads(cfg.trainer.threads)
+    if on_cpu(cfg):
+        torch.use_deterministic_algorithms(True)
+
+
+def on_cpu(cfg: Config) -> bool:
+    return cfg.trainer.accelerator == "cpu" or not torch.cuda.is_available()
+
+
+def fit(module: L.LightningModule, data: ExampleDataModule, cfg: Config, optim: OptimConfig, log_dir: Path, name: str):
+    """Run one Lightning fit: seeded by the caller, no checkpoints, metrics to `log_dir/name/metrics.csv`."""
+    bar = cfg.trainer.progress_bar
+    trainer = L.Trainer(
+        accelerator=cfg.trainer.accelerator,
+        devices=cfg.trainer.devices,
+        num_nodes=cfg.trainer.num_nodes,
+        strategy=cfg.trainer.strategy,
+        precision=cfg.trainer.precision,
+        max_epochs=optim.max_epochs,
+        max_steps=optim.max_steps,
+        deterministic=on_cpu(cfg),
+        logger=CSVLogger(log_dir, name=name, version=""),
+        default_root_dir=log_dir,
+        enable_checkpointing=False,
+        enable_model_summary=False,
+        enable_progress_bar=bar,
+        callbacks=[RichProgressBar(leave=True)] if bar else [],
+        log_every_n_steps=cfg.trainer.log_every_n_steps,
+        use_distributed_sampler=False,  # HashOrderSampler shards by rank itself, without padding
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=data)
+
+
+def train_expert(cfg: Config, name: str, records: list[Record], log_dir: Path) -> Tensors:
+    """An expert trained from its seeded initialisation on exactly `records`."""
+    if not records:
+        raise UserError(f"expert {name!r} has no training records (all held out or removed)")
+    seed = seed_for(cfg.seed, "expert", name)
+    L.seed_everything(seed, verbose=False)
+    model = ByteTransformer(cfg.model.expert)
+    data = ExampleDataModule(expert_dataset(records, cfg.model.expert.block_size), cfg.train.expert.batch_size, seed)
+    fit(ExpertLM(model, cfg.train.expert), data, cfg, cfg.train.expert, log_dir, f"expert-{name}")
+    return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def train_router_stage(
+    cfg: Config,
+    index: int,
+    expert: str,
+    previous: tuple[Tensors, Tensors] | None,
+    records: list[Record],
+    labels: list[int],
+    log_dir: Path,
+) -> tuple[Tensors, Tensors]:
+    """Router stage `index` (for `expert`): grow the previous stage by one output, train it on
+    `records` (the expert's plus replay) with EWC towards the previous stage, and return
+    (weights, accumulated Fisher). Stage 0 has a single output and nothing to learn."""
+    rcfg, opt = cfg.model.router, cfg.train.router
+    seed = seed_for(cfg.seed, "router", expert)
+    L.seed_everything(seed, verbose=False)
+    if previous is None:
+        router = Router(rcfg, n_experts=1)
+        anchor, fisher = {}, {}
+    else:
+        anchor, fisher = previous
+        router = Router(rcfg, n_experts=index)
+        router.load_state_dict(anchor)
+        router = router.grow(torch.Generator().manual_seed(seed))
+    if index > 0:
+        data = ExampleDataModule(router_dataset(records, labels, opt.prefix_bytes), opt.batch_size, seed)
+        fit(RouterStage(router, opt, anchor, fisher, opt.ewc_lambda), data, cfg, opt, log_dir, f"router-{index}")
+    router = router.cpu()
+    sample = sorted(records, key=lambda r: unit_hash(seed, "fisher", r.id))[: opt.fisher_samples]
+    # BOS + the whole prefix: the last position's decision has seen every byte of it.
+    inputs = [torch.tensor([BOS, *r.text.encode("utf-8")[: opt.prefix_bytes]]) for r in sample]
+    weights = {k: v.detach().clone() for k, v in router.state_dict().items()}
+    return weights, accumulate(fisher, fisher_diagonal(router, inputs), opt.ewc_gamma)

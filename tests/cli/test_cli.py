@@ -1,0 +1,128 @@
+"""The command line end to end, as a user runs it: subprocesses, exit codes, JSON output."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from moe_unlearn import Run
+from tests.conftest import REPO, TINY
+
+
+def cli(*args, input: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "moe_unlearn", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        input=input,
+        timeout=300,
+    )
+
+
+def test_train_generate_score_through_the_cli(tmp_path):
+    run_dir = tmp_path / "run"
+    trained = cli("train", "--config", TINY, "--run-dir", run_dir, "--json")
+    assert trained.returncode == 0, trained.stderr
+    manifest = json.loads(trained.stdout)
+    assert manifest["version"] == 1
+    assert manifest["experts"] == ["recipes", "weather", "code"]
+    assert len(manifest["trained"]) == 6  # 3 experts + 3 router stages
+    assert set(manifest["eval"]["router_top1"]) == {"16", "32", "64"}
+    assert not (REPO / "lightning_logs").exists()
+
+    generated = cli("generate", "The", "--max-new-bytes", 30, "--seed", 7, "--run-dir", run_dir, "--json")
+    assert generated.returncode == 0, generated.stderr
+    g = json.loads(generated.stdout)
+    assert g["version"] == 1 and g["prompt"] == "The"
+    assert len(g["text"].encode("utf-8", errors="surrogateescape")) >= 1
+    assert set(g["expert_weights"]) == {"recipes", "weather", "code"}
+    again = json.loads(
+        cli("generate", "The", "--max-new-bytes", 30, "--seed", 7, "--run-dir", run_dir, "--json").stdout
+    )
+    assert again["text"] == g["text"]  # seeded
+
+    scored = cli("score", "Preheat the oven.", "--run-dir", run_dir, "--json")
+    s = json.loads(scored.stdout)
+    assert s["bytes"] == len("Preheat the oven.") and 0 < s["bits_per_byte"] < 9
+    assert sum(s["expert_weights"].values()) == pytest.approx(1, abs=1e-3)
+
+    registry = json.loads(cli("registry", "--run-dir", run_dir, "--json").stdout)
+    assert registry["current_version"] == 1
+    assert [s["name"] for s in registry["sources"]] == ["recipes", "weather", "code"]
+    assert all(s["records"] == 60 for s in registry["sources"])
+
+
+def test_api_and_cli_agree(tiny_run_dir):
+    api = Run(tiny_run_dir)
+    text = "Light rain in Lisbon, 12 degrees."
+    assert json.loads(cli("score", text, "--run-dir", tiny_run_dir, "--json").stdout) == json.loads(
+        json.dumps(api.score(text))
+    )
+    by_cli = json.loads(cli("generate", "Add", "-n", 20, "--seed", 3, "--run-dir", tiny_run_dir, "--json").stdout)
+    assert by_cli == api.generate("Add", max_new_bytes=20, seed=3)
+    assert json.loads(cli("registry", "--run-dir", tiny_run_dir, "--json").stdout) == json.loads(json.dumps(api.info()))
+
+
+def test_score_reads_stdin(tiny_run_dir):
+    piped = json.loads(cli("score", "-", "--run-dir", tiny_run_dir, "--json", input="Preheat the oven.").stdout)
+    direct = json.loads(cli("score", "Preheat the oven.", "--run-dir", tiny_run_dir, "--json").stdout)
+    assert piped == direct
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--config", TINY, "model.expert.d_modle=64"], "d_modle"),
+        (["train", "--config", TINY, "train.expert.lr=fast"], "train.expert.lr"),
+        (["train", "--config", "no/such.yaml"], "config file not found"),
+        (["train", "--config", TINY, "model.expert.n_head=3"], "divisible"),
+        (["train", "--config", TINY, "notakeyvalue"], "key=value"),
+        (["score", "hello"], "no trained model"),
+        (["generate", "hi"], "no trained model"),
+    ],
+)
+def test_user_errors_are_one_line_and_exit_2(tmp_path, args, message):
+    run_dir = tmp_path / "run"
+    if args[0] == "generate":
+        cli("ingest", "--source", "notes", _txt(tmp_path), "--run-dir", run_dir)
+    result = cli(*args, "--run-dir", run_dir)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_typo_in_config_trains_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    assert cli("train", "--config", TINY, "trainer.treads=4", "--run-dir", run_dir).returncode == 2
+    assert not (run_dir / "versions").exists()
+
+
+def test_help_lists_the_commands():
+    result = cli("--help")
+    assert result.returncode == 0
+    for command in ("train", "ingest", "registry", "generate", "score"):
+        assert command in result.stdout
+
+
+def test_train_py_is_the_same_as_moe_unlearn_train(tmp_path, tiny_run_dir):
+    run_dir = tmp_path / "run"
+    result = subprocess.run(
+        [sys.executable, "train.py", "--run-dir", run_dir, "--config", TINY, "trainer.progress_bar=false"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr
+    ours = Run(run_dir).info()["manifest"]["files"]
+    fixture = Run(tiny_run_dir).info()["manifest"]["files"]
+    assert {k: v["sha256"] for k, v in ours.items()} == {k: v["sha256"] for k, v in fixture.items()}
+
+
+def _txt(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("first note\n\nsecond note\n")
+    return path
