@@ -34,6 +34,7 @@ class DataConfig:
     builtin: bool = True  # write the built-in corpus into a new run directory's store
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     heldout_fraction: float = 0.1  # share of each source held out (seeded hash of the record id)
+    eval_records: int = 100  # held-out records per source scored after training (reporting only)
 
 
 @dataclass
@@ -44,7 +45,7 @@ class ExpertSpec:
 
 @dataclass
 class ExpertModelConfig:
-    n_layer: int = 3  # transformer blocks
+    n_layer: int = 2  # transformer blocks
     n_head: int = 4  # attention heads
     d_model: int = 128  # embedding width
     block_size: int = 256  # bytes per chunk: records are cut into chunks of this many bytes
@@ -70,8 +71,8 @@ class OptimConfig:
     lr: float = 3e-3  # peak learning rate (AdamW), linear warm-up then cosine decay
     weight_decay: float = 0.01
     warmup_steps: int = 20
-    batch_size: int = 32  # chunks per optimizer step
-    max_epochs: int = 1  # passes over the training records
+    batch_size: int = 16  # chunks per optimizer step
+    max_epochs: int = 2  # passes over the training records
     max_steps: int = -1  # stop after this many steps (-1: no limit)
 
 
@@ -88,7 +89,7 @@ class RouterTrainConfig(OptimConfig):
 class TrainConfig:
     experts: list[str] | None = None  # train only these experts (others reused); null: all as needed
     expert: OptimConfig = field(default_factory=OptimConfig)
-    router: RouterTrainConfig = field(default_factory=lambda: RouterTrainConfig(lr=3e-3, max_epochs=2))
+    router: RouterTrainConfig = field(default_factory=lambda: RouterTrainConfig(batch_size=32))
 
 
 @dataclass
@@ -121,6 +122,7 @@ NON_SEMANTIC_KEYS = (
     ("trainer", "log_every_n_steps"),
     ("data", "builtin"),
     ("data", "corpus"),
+    ("data", "eval_records"),
 )
 
 

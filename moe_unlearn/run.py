@@ -66,7 +66,7 @@ class Run:
         same name unless `expert` is given), all or nothing. The next `train` trains what changed."""
         check_name("source", source)
         with self._lock():
-            registry = self._open(load_config())
+            registry = self._open(None if self.exists() else load_config())  # new: default built-in corpus
             with registry.transaction():
                 if not registry.has_source(source):
                     registry.add_source(source, expert or source)

@@ -58,7 +58,8 @@ class Job:
 
 
 def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Record]]]:
-    """Jobs in build order (experts, then router stages 0..K-1) and the held-out records per source."""
+    """Jobs in build order (experts, then router stages 0..K-1) and the held-out records per source
+    to report on (the first `data.eval_records` by id)."""
     experts = registry.experts()
     if not experts:
         raise UserError("the registry has no sources: ingest some (moe-unlearn ingest --source NAME FILES...)")
@@ -69,7 +70,7 @@ def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Rec
         records = registry.records(sources)
         train_sets[name], held = split(records, cfg.seed, cfg.data.heldout_fraction)
         for s in sources:
-            heldout[s] = [r for r in held if r.source == s]
+            heldout[s] = [r for r in held if r.source == s][: cfg.data.eval_records]
     jobs = [Job(f"experts/{e}.safetensors", "expert", e, None, train_sets[e]) for e in experts]
     for job in jobs:
         job.lineage = _lineage(

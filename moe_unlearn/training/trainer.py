@@ -31,6 +31,7 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accele
     logging.getLogger(_name).setLevel(logging.WARNING)
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
+warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")  # inside Lightning itself
 
 
 def configure_torch(cfg: Config) -> None:
