@@ -88,9 +88,7 @@ def _jsonl_records(path: Path, source: str, id_field: str, text_field: str) -> I
             raise UserError(f"{where} missing field {id_field!r}")
         rid = obj[id_field]
         if isinstance(rid, bool) or not isinstance(rid, (str, int)):
-            raise UserError(
-                f"{where} field {id_field!r} must be a string or an integer, got {type(rid).__name__}"
-            )
+            raise UserError(f"{where} field {id_field!r} must be a string or an integer, got {type(rid).__name__}")
         rid = str(rid)
         if not rid.strip():
             raise UserError(f"{where} empty id in field {id_field!r}")
@@ -114,9 +112,7 @@ def _located_records(
         yield from _jsonl_records(path, source, id_field, text_field)
 
 
-def read_records(
-    path: Path, source: str, *, id_field: str = "id", text_field: str = "text"
-) -> Iterator[Record]:
+def read_records(path: Path, source: str, *, id_field: str = "id", text_field: str = "text") -> Iterator[Record]:
     """Yield the records of one file, in file order, lazily; raise UserError on the first bad line.
 
     .txt: records are separated by blank (empty or whitespace-only) lines; a record's text is its lines joined
@@ -147,8 +143,6 @@ def read_files(paths: Iterable[Path], source: str, **fields: str) -> Iterator[Re
         for lineno, record in _located_records(path, source, **fields):
             if record.id in places:
                 first_path, first_line = places[record.id]
-                raise UserError(
-                    f"{path}:{lineno}: id {record.id!r} already used at {first_path}:{first_line}"
-                )
+                raise UserError(f"{path}:{lineno}: id {record.id!r} already used at {first_path}:{first_line}")
             places[record.id] = (path, lineno)
             yield record

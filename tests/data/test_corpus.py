@@ -25,8 +25,30 @@ from moe_unlearn.data.corpus import (
 )
 from moe_unlearn.data.records import Record
 
-FUNCTION_WORDS = {"with", "that", "this", "from", "have", "there", "then", "will", "were", "your", "after",
-                  "before", "each", "into", "over", "until", "about", "than", "they", "them", "which", "when"}
+FUNCTION_WORDS = {
+    "with",
+    "that",
+    "this",
+    "from",
+    "have",
+    "there",
+    "then",
+    "will",
+    "were",
+    "your",
+    "after",
+    "before",
+    "each",
+    "into",
+    "over",
+    "until",
+    "about",
+    "than",
+    "they",
+    "them",
+    "which",
+    "when",
+}
 
 
 def digest(records: list[Record]) -> str:
@@ -113,16 +135,17 @@ def test_same_arguments_give_identical_corpus() -> None:
     b = generate_corpus(domains=4, records_per_domain=300, seed=3, canaries=5, canary_repeats=2)
     assert a == b
     assert digest(a) == digest(b)
-    assert digest(a) != digest(generate_corpus(domains=4, records_per_domain=300, seed=4, canaries=5,
-                                               canary_repeats=2))
+    assert digest(a) != digest(generate_corpus(domains=4, records_per_domain=300, seed=4, canaries=5, canary_repeats=2))
 
 
 def test_corpus_is_identical_across_processes() -> None:
     """No salted hash(): a process with a different PYTHONHASHSEED produces the same bytes."""
-    code = ("import hashlib; from moe_unlearn.data.corpus import generate_corpus as g; "
-            "rs = g(16, 25, seed=11, canaries=6, canary_repeats=2); "
-            "print(hashlib.sha256('\\x00'.join(f'{r.id}\\x01{r.source}\\x01{r.text}' for r in rs).encode())"
-            ".hexdigest())")
+    code = (
+        "import hashlib; from moe_unlearn.data.corpus import generate_corpus as g; "
+        "rs = g(16, 25, seed=11, canaries=6, canary_repeats=2); "
+        "print(hashlib.sha256('\\x00'.join(f'{r.id}\\x01{r.source}\\x01{r.text}' for r in rs).encode())"
+        ".hexdigest())"
+    )
     expected = digest(generate_corpus(16, 25, seed=11, canaries=6, canary_repeats=2))
     env = {**os.environ, "PYTHONHASHSEED": "12345"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
@@ -141,8 +164,8 @@ def test_fewer_records_per_domain_is_a_prefix_of_each_domain() -> None:
     small = generate_corpus(domains=4, records_per_domain=10, seed=9)
     big = generate_corpus(domains=4, records_per_domain=20, seed=9)
     for k, domain in enumerate(DOMAINS[:4]):
-        assert small[10 * k:10 * (k + 1)] == big[20 * k:20 * k + 10]
-        assert all(r.source == domain for r in small[10 * k:10 * (k + 1)])
+        assert small[10 * k : 10 * (k + 1)] == big[20 * k : 20 * k + 10]
+        assert all(r.source == domain for r in small[10 * k : 10 * (k + 1)])
 
 
 # ---------------------------------------------------------------- domains are not trivially separable
@@ -189,7 +212,7 @@ def test_canary_records_are_appended_with_repeats() -> None:
         assert c.source == DOMAINS[j % 3]
         assert is_secret(c.secret)
         assert c.text.startswith(c.prefix + c.secret) and len(c.text) > len(c.prefix) + SECRET_LENGTH
-        for rec in inserted[3 * j:3 * j + 3]:
+        for rec in inserted[3 * j : 3 * j + 3]:
             assert (rec.source, rec.text) == (c.source, c.text)
 
 
@@ -244,10 +267,18 @@ def test_canary_candidates_drop_the_secret_when_it_is_drawn() -> None:
 # ---------------------------------------------------------------- bad arguments
 
 
-@pytest.mark.parametrize("kwargs", [
-    {"domains": 0}, {"domains": 17}, {"domains": 2.0}, {"records_per_domain": 0}, {"canaries": -1},
-    {"canary_repeats": 0}, {"canary_repeats": MAX_CANARY_REPEATS + 1},
-])
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"domains": 0},
+        {"domains": 17},
+        {"domains": 2.0},
+        {"records_per_domain": 0},
+        {"canaries": -1},
+        {"canary_repeats": 0},
+        {"canary_repeats": MAX_CANARY_REPEATS + 1},
+    ],
+)
 def test_bad_arguments_raise_value_error(kwargs: dict) -> None:
     with pytest.raises(ValueError) as info:
         generate_corpus(**{"records_per_domain": 1, **kwargs})

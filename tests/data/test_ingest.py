@@ -129,9 +129,7 @@ def test_invalid_json(tmp_path):
     expect_error(read_records(path, "s"), r"bad\.jsonl:3: invalid JSON")
 
 
-@pytest.mark.parametrize(
-    ("row", "kind"), [([1, 2], "list"), ('"text"', "str"), ("3", "int"), ("null", "NoneType")]
-)
+@pytest.mark.parametrize(("row", "kind"), [([1, 2], "list"), ('"text"', "str"), ("3", "int"), ("null", "NoneType")])
 def test_jsonl_line_not_an_object(tmp_path, row, kind):
     path = jsonl(tmp_path / "bad.jsonl", {"id": 1, "text": "a"}, row)
     expect_error(read_records(path, "s"), rf"bad\.jsonl:2: expected a JSON object, got {kind}")
@@ -183,9 +181,7 @@ def test_empty_text(tmp_path, text):
 
 
 def test_duplicate_id_within_file(tmp_path):
-    path = jsonl(
-        tmp_path / "bad.jsonl", {"id": 1, "text": "a"}, {"id": "x", "text": "b"}, "", {"id": "1", "text": "c"}
-    )
+    path = jsonl(tmp_path / "bad.jsonl", {"id": 1, "text": "a"}, {"id": "x", "text": "b"}, "", {"id": "1", "text": "c"})
     expect_error(read_records(path, "s"), r"bad\.jsonl:4: duplicate id '1' \(first at line 1\)")
     expect_error(read_files([path], "s"), r"bad\.jsonl:4: duplicate id '1' \(first at line 1\)")
 

@@ -183,8 +183,6 @@ def test_score_empty(moe: MixtureOfExperts) -> None:
     assert result["expert_weights"] == dict.fromkeys(NAMES, 0.0)
 
 
-
-
 @pytest.mark.parametrize("n", [1, BS + 1])
 def test_score_with_a_one_byte_last_chunk(moe: MixtureOfExperts, n: int) -> None:
     data = random_bytes(n, seed=n)

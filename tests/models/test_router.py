@@ -104,8 +104,6 @@ def test_position_zero_is_the_learned_prior_for_any_input() -> None:
         assert not torch.equal(router(random_inputs(1, 1, seed=4))[0, 0], short)
 
 
-
-
 @pytest.mark.parametrize("kernel", [1, 3])
 def test_bos_alone_gives_the_prior(kernel: int) -> None:
     cfg = RouterModelConfig(d_model=8, kernel=kernel, hidden=16, top_k=2)
