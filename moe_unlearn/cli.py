@@ -16,6 +16,7 @@ from rich.table import Table
 
 from moe_unlearn.errors import UserError
 from moe_unlearn.run import DEFAULT_RUN_DIR, Run
+from moe_unlearn.unlearning.certificate import summary as certificate_summary
 
 app = typer.Typer(
     help="Language models that can forget: a mixture of per-source experts, exact unlearning by retraining one expert.",
@@ -77,11 +78,16 @@ def ingest(
     expert: Annotated[str | None, typer.Option("--expert", help="Expert of a new source (default: its own).")] = None,
     id_field: Annotated[str, typer.Option("--id-field", help="JSONL field holding the id.")] = "id",
     text_field: Annotated[str, typer.Option("--text-field", help="JSONL field holding the text.")] = "text",
+    allow_forgotten: Annotated[
+        bool, typer.Option("--allow-forgotten", help="Accept content that was forgotten (recorded).")
+    ] = False,
     run_dir: RunDir = DEFAULT_RUN_DIR,
     as_json: AsJson = False,
 ):
-    """Add records to a source, all or nothing; `train` then trains what changed."""
-    result = Run(run_dir, console=err).ingest(source, files, expert=expert, id_field=id_field, text_field=text_field)
+    """Add records to a source, all or nothing; `update` (or `train`) then trains what changed."""
+    result = Run(run_dir, console=err).ingest(
+        source, files, expert=expert, id_field=id_field, text_field=text_field, allow_forgotten=allow_forgotten
+    )
     emit(
         result,
         as_json,
@@ -94,6 +100,111 @@ def ingest(
 def registry(run_dir: RunDir = DEFAULT_RUN_DIR, as_json: AsJson = False):
     """Sources, experts, record counts, the current version and its manifest."""
     emit(Run(run_dir, console=err).info(), as_json, render_registry)
+
+
+@app.command()
+@user_errors
+def forget(
+    records: Annotated[list[str] | None, typer.Option("--record", help="Record id to forget (repeatable).")] = None,
+    match: Annotated[str | None, typer.Option("--match", help="Forget every record containing TEXT.")] = None,
+    ids_file: Annotated[Path | None, typer.Option("--ids-file", help="File of record ids, one per line.")] = None,
+    source: Annotated[str | None, typer.Option("--source", help="Only this source (default: all).")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would go and be retrained.")] = False,
+    deadline: Annotated[str | None, typer.Option("--deadline", help="Legal deadline (ISO date), recorded.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Finish the pending request with this id.")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Queue the request and return.")] = False,
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+    as_json: AsJson = False,
+):
+    """Forget records exactly: retrain only the experts that saw them, then print the certificate."""
+    run = Run(run_dir, console=err)
+    if resume is not None:
+        if records or match or ids_file:
+            raise UserError("--resume takes no --record, --match or --ids-file")
+        result = run.resume(resume)
+    else:
+        result = run.forget(
+            records=records or (),
+            match=match,
+            ids_file=ids_file,
+            source=source,
+            dry_run=dry_run,
+            deadline=deadline,
+            wait=not no_wait,
+        )
+    emit(result, as_json, render_request_result)
+
+
+@app.command()
+@user_errors
+def drop(
+    source: Annotated[str | None, typer.Option("--source", help="Source to drop.")] = None,
+    expert: Annotated[str | None, typer.Option("--expert", help="Expert to drop, with all its sources.")] = None,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Show what would go and be retrained.")] = False,
+    deadline: Annotated[str | None, typer.Option("--deadline", help="Legal deadline (ISO date), recorded.")] = None,
+    no_wait: Annotated[bool, typer.Option("--no-wait", help="Queue the request and return.")] = False,
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+    as_json: AsJson = False,
+):
+    """Drop a source or an expert; no other expert is retrained."""
+    result = Run(run_dir, console=err).drop(
+        source=source, expert=expert, dry_run=dry_run, deadline=deadline, wait=not no_wait
+    )
+    emit(result, as_json, render_request_result)
+
+
+@app.command()
+@user_errors
+def add(
+    files: Annotated[list[Path], typer.Argument(help=".txt or .jsonl files of the new source.")],
+    source: Annotated[str, typer.Option("--source", help="Name of the new source.")],
+    expert: Annotated[
+        str | None, typer.Option("--expert", help="Name of its new expert (default: the source).")
+    ] = None,
+    id_field: Annotated[str, typer.Option("--id-field", help="JSONL field holding the id.")] = "id",
+    text_field: Annotated[str, typer.Option("--text-field", help="JSONL field holding the text.")] = "text",
+    allow_forgotten: Annotated[bool, typer.Option("--allow-forgotten", help="Accept forgotten content.")] = False,
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+    as_json: AsJson = False,
+):
+    """Add a source as a new expert plus one router stage; nothing else is retrained."""
+    manifest = Run(run_dir, console=err).add(
+        source, files, expert=expert, id_field=id_field, text_field=text_field, allow_forgotten=allow_forgotten
+    )
+    emit(manifest, as_json, render_training)
+
+
+@app.command()
+@user_errors
+def update(run_dir: RunDir = DEFAULT_RUN_DIR, as_json: AsJson = False):
+    """Retrain the experts whose sources gained records, and the router stages from the earliest of them."""
+    emit(Run(run_dir, console=err).update(), as_json, render_training)
+
+
+@app.command()
+@user_errors
+def verify(
+    work_dir: Annotated[Path | None, typer.Option("--work-dir", help="Keep the oracle here (default: temp).")] = None,
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+    as_json: AsJson = False,
+):
+    """Train the oracle from scratch on the retained records and compare it tensor for tensor.
+    Exit code 0: equal; 1: different; 3: cannot judge (built on another torch or CPU)."""
+    result = Run(run_dir, console=err).verify(work_dir)
+
+    def render(r):
+        for path, status in r["files"].items():
+            out.print(f"  {path}: {status}", highlight=False)
+        verdict = "EQUAL to the oracle" if r["equal"] else "DIFFERENT from the oracle"
+        out.print(f"version {r['version']} is {verdict} (oracle trained in {r['oracle_seconds']} s)")
+        if not r["comparable"]:
+            out.print(f"cannot judge bit-identity: built with a different {', '.join(r['environment_differs'])}")
+
+    emit(result, as_json, render)
+    if not result["comparable"] and not result["equal"]:
+        raise typer.Exit(3)
+    if not result["equal"]:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -151,6 +262,24 @@ def render_training(m: dict) -> None:
     out.print(f"trained {len(m['trained'])} files: {', '.join(m['trained']) or 'none'}")
 
 
+def render_request_result(r: dict) -> None:
+    if r.get("dry_run"):
+        out.print(f"dry run: {r['kind']} would remove {r['record_count']:,} records:")
+        for rec in r["records"][:20]:
+            out.print(f"  {rec['id']} ({rec['source']})", highlight=False)
+        if r["record_count"] > 20:
+            out.print(f"  ... and {r['record_count'] - 20:,} more")
+        w = r["would_retrain"]
+        out.print(
+            f"would retrain experts: {', '.join(w['experts']) or 'none'}; "
+            f"router stages: {', '.join(map(str, w['router_stages'])) or 'none'}. Nothing was changed."
+        )
+    elif "chain_hash" in r:
+        out.print(certificate_summary(r, r["chain_hash"]), highlight=False)
+    else:
+        out.print(f"request {r['request_id']} is {r['status']} (step {r['step']})")
+
+
 def render_registry(info: dict) -> None:
     table = Table(title=f"run {info['run_dir']}", title_justify="left")
     for col in ("stage", "expert", "source", "built-in", "records"):
@@ -178,6 +307,23 @@ def render_registry(info: dict) -> None:
     for path, e in m["files"].items():
         files.add_row(path, e["sha256"][:16], f"{e['records']:,}", str(e["trained_in_version"]))
     out.print(files)
+    if info["requests"]:
+        requests = Table(title="requests", title_justify="left")
+        for col in ("request", "status", "records", "deadline", "versions", "certificate"):
+            requests.add_column(col)
+        for r in info["requests"]:
+            versions = f"{r['version_before']} -> {r['version_after']}" if r["version_after"] is not None else ""
+            requests.add_row(
+                r["id"],
+                r["status"] + (f" ({r['step']})" if r["status"] == "running" else ""),
+                f"{r['records']:,}",
+                r["deadline"] or "",
+                versions,
+                (r["certificate_hash"] or r["error"] or "")[:16],
+            )
+        out.print(requests)
+        chain = "intact" if info["certificate_chain_intact"] else "BROKEN (an entry was edited or removed)"
+        out.print(f"certificate chain: {chain}")
 
 
 def _weights(weights: dict[str, float]) -> str:

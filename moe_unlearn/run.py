@@ -24,14 +24,23 @@ from moe_unlearn.config import Config, config_from_yaml, load_config
 from moe_unlearn.data.corpus import generate_corpus
 from moe_unlearn.data.ingest import read_files
 from moe_unlearn.errors import UserError
+from moe_unlearn.faults import crash_point
 from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.storage.registry import Registry, check_name
 from moe_unlearn.storage.versions import load_tensors, read_current, read_manifest, version_dir
 from moe_unlearn.training.pipeline import CONFIG_FILE, build_version, compose, split_stage
+from moe_unlearn.unlearning.job import run_queue, served_config, would_retrain
+from moe_unlearn.unlearning.oracle import verify_against_oracle
+from moe_unlearn.unlearning.requests import (
+    drop_rows,
+    new_request_id,
+    parse_deadline,
+    resolve_drop,
+    resolve_forget,
+)
+from moe_unlearn.unlearning.scrub import LOCK_FILE, REGISTRY_FILE
 
 DEFAULT_RUN_DIR = Path("checkpoints/default")
-REGISTRY_FILE = "registry.db"
-LOCK_FILE = "lock"
 
 
 class Run:
@@ -61,6 +70,7 @@ class Run:
         expert: str | None = None,
         id_field: str = "id",
         text_field: str = "text",
+        allow_forgotten: bool = False,
     ) -> dict:
         """Add the records of `.txt`/`.jsonl` files to `source` (created if new, with an expert of the
         same name unless `expert` is given), all or nothing. The next `train` trains what changed."""
@@ -74,10 +84,115 @@ class Run:
                     raise UserError(
                         f"source {source!r} belongs to expert {registry.source_map()[source]!r}, not {expert!r}"
                     )
-                n = registry.insert_records(
-                    read_files([Path(f) for f in files], source, id_field=id_field, text_field=text_field)
-                )
+                records = read_files([Path(f) for f in files], source, id_field=id_field, text_field=text_field)
+                n = registry.insert_records(records, allow_forgotten=allow_forgotten)
         return {"source": source, "expert": registry.source_map()[source], "records_added": n}
+
+    def init(self, config: str | Path | None = None, overrides: Sequence[str] = ()) -> None:
+        """Create the run directory (with the built-in corpus unless `data.builtin=false`) without training."""
+        cfg = load_config(config, overrides)
+        with self._lock():
+            self._open(cfg)
+
+    def update(self) -> dict:
+        """Finish pending forget requests, then retrain the experts whose sources gained records (and the
+        router stages from the earliest of them) with the served version's config."""
+        with self._lock(wait=True):
+            registry = self._open(None)
+            run_queue(self.run_dir, registry, self.console)
+            cfg = self._served_config()
+            return build_version(self.run_dir, registry, cfg, console=self.console)
+
+    def add(self, source: str, files: Sequence[str | Path], *, expert: str | None = None, **fields) -> dict:
+        """A new source with its own new expert (or a new `expert` name): ingest it, then train that
+        expert and one more router stage, started from the last one. Nothing else is retrained."""
+        registry = self._open(None)
+        if registry.has_source(source):
+            raise UserError(f"source {source!r} already exists: ingest into it and run `moe-unlearn update`")
+        if expert in registry.experts():
+            raise UserError(f"expert {expert!r} already exists: `add` creates a new expert")
+        self._served_config()
+        self.ingest(source, files, expert=expert, **fields)
+        return self.update()
+
+    def forget(
+        self,
+        *,
+        records: Sequence[str] = (),
+        match: str | None = None,
+        ids_file: str | Path | None = None,
+        source: str | None = None,
+        dry_run: bool = False,
+        deadline: str | None = None,
+        wait: bool = True,
+    ) -> dict:
+        """Forget records exactly: tombstone them, retrain each affected expert once and the router
+        stages from the earliest affected one, switch, scrub, certify. Returns the certificate (or, with
+        `dry_run`, what would be removed and retrained; with `wait=False`, the queued request)."""
+        registry = self._open(None)
+        deadline = parse_deadline(deadline)
+        finished = self._finish_unfinished(registry)
+        if records and not match and not ids_file:
+            done = registry.forgotten_by(records)
+            if len(done) == len(set(records)) and len(set(done.values())) == 1:  # the same command again
+                return self.resume(next(iter(done.values())))
+        try:
+            rows, payload = resolve_forget(
+                registry, record_ids=records, match=match, ids_file=Path(ids_file) if ids_file else None, source=source
+            )
+        except UserError as e:
+            if finished and match is not None:
+                raise UserError(f"{e} (interrupted requests {', '.join(finished)} were just completed)") from None
+            raise
+        return self._submit(registry, "forget", payload, rows, deadline, dry_run, wait)
+
+    def drop(
+        self,
+        *,
+        source: str | None = None,
+        expert: str | None = None,
+        dry_run: bool = False,
+        deadline: str | None = None,
+        wait: bool = True,
+    ) -> dict:
+        """Drop a source (its expert is retrained without it, or deleted if it had no other source) or
+        an expert with all its sources; router stages re-run from the one before it."""
+        registry = self._open(None)
+        deadline = parse_deadline(deadline)
+        self._finish_unfinished(registry)
+        payload = resolve_drop(registry, source=source, expert=expert)
+        rows = drop_rows(registry, payload)
+        return self._submit(registry, "drop", {**payload, "records": len(rows)}, rows, deadline, dry_run, wait)
+
+    def resume(self, request_id: str) -> dict:
+        """Finish a pending or interrupted request (and any others waiting); returns its certificate."""
+        registry = self._open(None)
+        if registry.request(request_id) is None:
+            raise UserError(f"unknown request {request_id!r}")
+        return self._result(registry, request_id, wait=True)
+
+    def requests(self) -> list[dict]:
+        """Every forget and drop request with its status, deadline and certificate hash."""
+        return [_request_summary(r) for r in self._open(None).requests()]
+
+    def certificate(self, request_id: str) -> dict:
+        """The certificate of a finished request, with its place in the hash chain."""
+        registry = self._open(None)
+        for entry in registry.certificates():
+            if entry["request_id"] == request_id:
+                return {**entry["body"], "chain_hash": entry["hash"], "chain_seq": entry["seq"]}
+        request = registry.request(request_id)
+        if request is None:
+            raise UserError(f"unknown request {request_id!r}")
+        raise UserError(f"request {request_id} has no certificate yet (status {request['status']})")
+
+    def verify(self, work_dir: str | Path | None = None) -> dict:
+        """Train the oracle (from scratch, fresh directory and process, retained records only) and
+        compare it with the served version tensor for tensor."""
+        with self._lock(wait=True):
+            registry = self._open(None)
+            self._served_config()
+            return verify_against_oracle(self.run_dir, registry, work_dir, self.console)
 
     # --- inspection -------------------------------------------------------------------------------
 
@@ -95,6 +210,8 @@ class Run:
             "current_version": current,
             "versions": [{"version": n, "created": t} for n, t in registry.versions()],
             "manifest": read_manifest(version_dir(self.run_dir, current)) if current is not None else None,
+            "requests": [_request_summary(r) for r in registry.requests()],
+            "certificate_chain_intact": registry.verify_chain() is None,
         }
 
     # --- inference --------------------------------------------------------------------------------
@@ -105,7 +222,12 @@ class Run:
         if current is None:
             raise UserError(f"no trained model in {self.run_dir}: run `moe-unlearn train` first")
         if self._loaded is None or self._loaded[0] != current:
-            self._loaded = (current, *load_version(self.run_dir, current))
+            try:
+                self._loaded = (current, *load_version(self.run_dir, current))
+            except UserError:
+                if read_current(self.run_dir) == current:
+                    raise
+                return self.load()  # a job switched versions while we read the old one: read the new one
         return self._loaded[1], self._loaded[2]
 
     def generate(
@@ -134,6 +256,65 @@ class Run:
 
     # --- internals --------------------------------------------------------------------------------
 
+    def _served_config(self) -> Config:
+        cfg = served_config(self.run_dir)
+        if cfg is None:
+            raise UserError(f"no trained model in {self.run_dir}: run `moe-unlearn train` first")
+        return cfg
+
+    def _finish_unfinished(self, registry: Registry) -> list[str]:
+        """Complete requests a crash left half-done, so a new request never overtakes them."""
+        if not registry.requests(["running"]):
+            return []
+        with self._lock(wait=True):
+            return run_queue(self.run_dir, registry, self.console)
+
+    def _submit(
+        self,
+        registry: Registry,
+        kind: str,
+        payload: dict,
+        rows: list[tuple[str, str, str]],
+        deadline: str | None,
+        dry_run: bool,
+        wait: bool,
+    ) -> dict:
+        request_id = new_request_id(kind)
+        with registry.preview():  # the request as the job would see it, rolled back
+            registry.add_request(request_id, kind, payload, deadline)
+            registry.add_request_records(request_id, rows)
+            retrain = would_retrain(self.run_dir, registry, registry.request(request_id))
+        if dry_run:
+            return {
+                "dry_run": True,
+                "kind": kind,
+                "scope": payload,
+                "records": [{"id": i, "source": s} for i, s, _ in rows],
+                "record_count": len(rows),
+                "would_retrain": retrain,
+            }
+        with registry.transaction():
+            registry.add_request(request_id, kind, payload, deadline)
+            registry.add_request_records(request_id, rows)
+        crash_point("after-resolve")
+        self.console.print(
+            f"request {request_id}: {len(rows):,} records; retrains experts {retrain['experts'] or 'none'}, "
+            f"router stages {retrain['router_stages'] or 'none'}"
+        )
+        return self._result(registry, request_id, wait)
+
+    def _result(self, registry: Registry, request_id: str, wait: bool) -> dict:
+        request = registry.request(request_id)
+        if request["status"] in ("pending", "running") and wait:
+            with self._lock(wait=True):
+                run_queue(self.run_dir, registry, self.console)
+            request = registry.request(request_id)
+        if request["status"] == "failed":
+            raise UserError(f"request {request_id} failed: {request['error']}")
+        if request["status"] != "done":
+            return {"request_id": request_id, "status": request["status"], "step": request["step"]}
+        return self.certificate(request_id)
+
     def exists(self) -> bool:
         return (self.run_dir / REGISTRY_FILE).is_file()
 
@@ -157,6 +338,10 @@ class Run:
 
     def _create(self, cfg: Config) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        ours = (LOCK_FILE, f"{REGISTRY_FILE}.creating")
+        others = sorted(p.name for p in self.run_dir.iterdir() if p.name not in ours)
+        if others:  # a scrub deletes whatever is not on the allow-list: never adopt a directory with files
+            raise UserError(f"{self.run_dir} is not empty and not a run directory (holds {others[0]!r}, ...)")
         tmp = self.run_dir / f"{REGISTRY_FILE}.creating"
         tmp.unlink(missing_ok=True)
         registry = Registry(tmp)
@@ -176,14 +361,18 @@ class Run:
         tmp.rename(self.run_dir / REGISTRY_FILE)  # the run directory exists only once its store is complete
 
     @contextmanager
-    def _lock(self) -> Iterator[None]:
-        """One writer at a time per run directory; a second one fails fast with a clear message."""
+    def _lock(self, wait: bool = False) -> Iterator[None]:
+        """One job at a time per run directory. Without `wait` a second one fails fast with a clear
+        message; with it, it queues behind the running job."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self.run_dir / LOCK_FILE, "w") as f:
             try:
                 fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except BlockingIOError:
-                raise UserError(f"{self.run_dir} is busy: another train or ingest is running") from None
+                if not wait:
+                    raise UserError(f"{self.run_dir} is busy: another job is running") from None
+                self.console.print(f"waiting for the job running on {self.run_dir} ...")
+                fcntl.flock(f, fcntl.LOCK_EX)
             yield
 
 
@@ -222,3 +411,21 @@ def _check_expert_map(registry: Registry, cfg: Config) -> None:
                     f"experts: source {source!r} belongs to expert {current[source]!r} in the registry, "
                     f"not {spec.name!r}"
                 )
+
+
+def _request_summary(r: dict) -> dict:
+    result = r["result"] or {}
+    return {
+        "id": r["id"],
+        "kind": r["kind"],
+        "status": r["status"],
+        "step": r["step"],
+        "created_at": r["created_at"],
+        "deadline": r["deadline"],
+        "finished_at": r["finished_at"],
+        "records": r["payload"].get("records", len(r["payload"].get("sources", []))),
+        "version_before": result.get("version_before"),
+        "version_after": result.get("version_after"),
+        "certificate_hash": result.get("certificate_hash"),
+        "error": r["error"],
+    }

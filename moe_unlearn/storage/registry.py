@@ -1,8 +1,13 @@
-"""The registry: one SQLite database per run directory (sources, experts, records, versions).
+"""The registry: one SQLite database per run directory (sources, experts, records, versions,
+forget requests and the certificate chain).
 
 Expert order (the order of addition) is the router's stage order. Records carry a keyed hash
 (HMAC-SHA256 with a key private to the run directory), so deletion certificates can name them
 without their text. Writes happen in `transaction()`: all or nothing.
+
+Forgetting has two phases. A *tombstone* (or, for a whole source or expert, a *retirement*) hides
+records from every training at once; the row with the text is deleted only by the scrub after the
+new version is live, with `secure_delete` so the bytes are overwritten, not just unlinked.
 """
 
 import hashlib
@@ -31,7 +36,25 @@ CREATE TABLE IF NOT EXISTS records (
     hash TEXT NOT NULL, text TEXT NOT NULL, added_at TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS records_by_source ON records(source);
 CREATE TABLE IF NOT EXISTS versions (n INTEGER PRIMARY KEY, created_at TEXT NOT NULL, manifest TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS requests (
+    id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, step TEXT NOT NULL,
+    created_at TEXT NOT NULL, deadline TEXT, started_at TEXT, finished_at TEXT,
+    payload TEXT NOT NULL, result TEXT, error TEXT);
+CREATE TABLE IF NOT EXISTS request_records (
+    request_id TEXT NOT NULL REFERENCES requests(id), record_id TEXT NOT NULL,
+    source TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (request_id, record_id));
+CREATE TABLE IF NOT EXISTS tombstones (record_id TEXT PRIMARY KEY, request_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS retired (
+    kind TEXT NOT NULL, name TEXT NOT NULL, request_id TEXT NOT NULL, PRIMARY KEY (kind, name));
+CREATE TABLE IF NOT EXISTS forgotten (hash TEXT PRIMARY KEY, request_id TEXT NOT NULL, forgotten_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS forgotten_overrides (
+    hash TEXT NOT NULL, record_id TEXT NOT NULL, source TEXT NOT NULL, at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS certificates (
+    seq INTEGER PRIMARY KEY, request_id TEXT NOT NULL, created_at TEXT NOT NULL,
+    body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
 """
+
+GENESIS = "0" * 64  # prev_hash of the first certificate
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
@@ -84,6 +107,15 @@ class Registry:
             raise
         self.db.execute("COMMIT")
 
+    @contextmanager
+    def preview(self) -> Iterator[sqlite3.Connection]:
+        """A transaction that is always rolled back: see what a change would do, change nothing."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.db
+        finally:
+            self.db.execute("ROLLBACK")
+
     # --- meta -----------------------------------------------------------------------------------
 
     def get_meta(self, key: str) -> str | None:
@@ -115,20 +147,38 @@ class Registry:
 
     def experts(self) -> list[str]:
         """Expert names in registry order (order of addition): the router's stage order."""
-        return [r[0] for r in self.db.execute("SELECT name FROM experts ORDER BY position")]
+        rows = self.db.execute(
+            "SELECT name FROM experts WHERE name NOT IN (SELECT name FROM retired WHERE kind = 'expert') "
+            "ORDER BY position"
+        )
+        return [r[0] for r in rows]
 
     def has_source(self, name: str) -> bool:
-        return self.db.execute("SELECT 1 FROM sources WHERE name = ?", (name,)).fetchone() is not None
+        """True for a live source (not one that is being dropped)."""
+        row = self.db.execute(
+            "SELECT 1 FROM sources WHERE name = ? AND name NOT IN (SELECT name FROM retired WHERE kind = 'source')",
+            (name,),
+        ).fetchone()
+        return row is not None
+
+    def is_retired(self, kind: str, name: str) -> bool:
+        return self.db.execute("SELECT 1 FROM retired WHERE kind = ? AND name = ?", (kind, name)).fetchone() is not None
 
     def sources(self) -> list[SourceInfo]:
         rows = self.db.execute(
-            "SELECT s.name, s.expert, s.builtin, (SELECT COUNT(*) FROM records r WHERE r.source = s.name) "
-            "FROM sources s JOIN experts e ON e.name = s.expert ORDER BY e.position, s.name"
+            "SELECT s.name, s.expert, s.builtin, (SELECT COUNT(*) FROM records r WHERE r.source = s.name "
+            "AND r.id NOT IN (SELECT record_id FROM tombstones)) "
+            "FROM sources s JOIN experts e ON e.name = s.expert "
+            "WHERE s.name NOT IN (SELECT name FROM retired WHERE kind = 'source') ORDER BY e.position, s.name"
         )
         return [SourceInfo(name, expert, bool(builtin), n) for name, expert, builtin, n in rows]
 
     def sources_of(self, expert: str) -> list[str]:
-        rows = self.db.execute("SELECT name FROM sources WHERE expert = ? ORDER BY name", (expert,))
+        rows = self.db.execute(
+            "SELECT name FROM sources WHERE expert = ? "
+            "AND name NOT IN (SELECT name FROM retired WHERE kind = 'source') ORDER BY name",
+            (expert,),
+        )
         return [r[0] for r in rows]
 
     def source_map(self) -> dict[str, str]:
@@ -136,15 +186,25 @@ class Registry:
 
     # --- records --------------------------------------------------------------------------------
 
-    def insert_records(self, records: Iterable[Record]) -> int:
-        """Insert records (call inside `transaction()`); a duplicate id is a UserError naming it."""
+    def insert_records(self, records: Iterable[Record], allow_forgotten: bool = False) -> int:
+        """Insert records (call inside `transaction()`); a duplicate id is a UserError naming it, and so is
+        content on the forgotten blocklist unless `allow_forgotten` (then the override is recorded)."""
         n = 0
         stamp = now()
         for r in records:
+            digest = self.keyed_hash(r.text)
+            blocked = self.db.execute("SELECT request_id FROM forgotten WHERE hash = ?", (digest,)).fetchone()
+            if blocked and not allow_forgotten:
+                raise UserError(
+                    f"record id {r.id!r}: its content was forgotten (request {blocked[0]}); "
+                    "pass --allow-forgotten to ingest it anyway"
+                )
+            if blocked:
+                self.allow_forgotten(r.id, r.source, digest)
             try:
                 self.db.execute(
                     "INSERT INTO records VALUES (?, ?, ?, ?, ?)",
-                    (r.id, r.source, self.keyed_hash(r.text), r.text, stamp),
+                    (r.id, r.source, digest, r.text, stamp),
                 )
             except sqlite3.IntegrityError:
                 other = self.db.execute("SELECT source FROM records WHERE id = ?", (r.id,)).fetchone()
@@ -154,14 +214,191 @@ class Registry:
         return n
 
     def records(self, sources: Iterable[str]) -> list[Record]:
-        """All records of the given sources, ordered by id."""
+        """The live (not tombstoned) records of the given sources, ordered by id."""
         names = list(sources)
         marks = ",".join("?" * len(names))
-        rows = self.db.execute(f"SELECT id, source, text FROM records WHERE source IN ({marks}) ORDER BY id", names)
+        rows = self.db.execute(
+            f"SELECT id, source, text FROM records WHERE source IN ({marks}) "
+            "AND id NOT IN (SELECT record_id FROM tombstones) ORDER BY id",
+            names,
+        )
         return [Record(*row) for row in rows]
 
     def count_records(self) -> int:
-        return self.db.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+        """Live records of live sources."""
+        return sum(s.records for s in self.sources())
+
+    def record_rows(self, ids: Iterable[str]) -> dict[str, tuple[str, str]]:
+        """{id: (source, keyed hash)} for the live records among `ids`."""
+        found = {}
+        for record_id in ids:
+            row = self.db.execute(
+                "SELECT source, hash FROM records WHERE id = ? AND id NOT IN (SELECT record_id FROM tombstones)",
+                (record_id,),
+            ).fetchone()
+            if row:
+                found[record_id] = row
+        return found
+
+    def match_records(self, text: str, sources: list[str]) -> list[tuple[str, str, str]]:
+        """(id, source, keyed hash) of live records of `sources` whose text contains `text` (case-sensitive)."""
+        marks = ",".join("?" * len(sources))
+        rows = self.db.execute(
+            f"SELECT id, source, hash FROM records WHERE source IN ({marks}) AND instr(text, ?) > 0 "
+            "AND id NOT IN (SELECT record_id FROM tombstones) ORDER BY id",
+            [*sources, text],
+        )
+        return list(rows)
+
+    def record_ids_of(self, source: str) -> list[tuple[str, str]]:
+        """(id, keyed hash) of every live record of a source."""
+        rows = self.db.execute(
+            "SELECT id, hash FROM records WHERE source = ? AND id NOT IN (SELECT record_id FROM tombstones) "
+            "ORDER BY id",
+            (source,),
+        )
+        return list(rows)
+
+    # --- forgetting -----------------------------------------------------------------------------
+
+    def forgotten_hashes(self, hashes: Iterable[str]) -> set[str]:
+        """The subset of `hashes` on the blocklist of forgotten content."""
+        return {h for h in hashes if self.db.execute("SELECT 1 FROM forgotten WHERE hash = ?", (h,)).fetchone()}
+
+    def tombstone(self, request_id: str, record_ids: Iterable[str]) -> None:
+        """Hide records from all training from now on and put their keyed hashes on the blocklist."""
+        stamp = now()
+        for record_id in record_ids:
+            self.db.execute("INSERT OR IGNORE INTO tombstones VALUES (?, ?)", (record_id, request_id))
+            row = self.db.execute("SELECT hash FROM records WHERE id = ?", (record_id,)).fetchone()
+            if row:
+                self.db.execute("INSERT OR IGNORE INTO forgotten VALUES (?, ?, ?)", (row[0], request_id, stamp))
+
+    def retire(self, request_id: str, kind: str, name: str) -> None:
+        """Hide a source or an expert (being dropped) from every training from now on."""
+        self.db.execute("INSERT OR IGNORE INTO retired VALUES (?, ?, ?)", (kind, name, request_id))
+
+    def purge(self, request_ids: list[str]) -> int:
+        """Delete the rows (text included) that these requests tombstoned or retired. Returns records deleted."""
+        marks = ",".join("?" * len(request_ids))
+        gone = self.db.execute(
+            f"DELETE FROM records WHERE id IN (SELECT record_id FROM tombstones WHERE request_id IN ({marks}))",
+            request_ids,
+        ).rowcount
+        self.db.execute(f"DELETE FROM tombstones WHERE request_id IN ({marks})", request_ids)
+        for kind, name in self.db.execute(
+            f"SELECT kind, name FROM retired WHERE request_id IN ({marks})", request_ids
+        ).fetchall():
+            if kind == "source":
+                gone += self.db.execute("DELETE FROM records WHERE source = ?", (name,)).rowcount
+                self.db.execute("DELETE FROM sources WHERE name = ?", (name,))
+            else:
+                self.db.execute("DELETE FROM experts WHERE name = ?", (name,))
+        self.db.execute(f"DELETE FROM retired WHERE request_id IN ({marks})", request_ids)
+        return gone
+
+    def compact(self) -> None:
+        """Rewrite the database so deleted text is gone from every file (main, -wal, free pages)."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        self.db.execute("VACUUM")
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def allow_forgotten(self, record_id: str, source: str, hash_: str) -> None:
+        self.db.execute("INSERT INTO forgotten_overrides VALUES (?, ?, ?, ?)", (hash_, record_id, source, now()))
+
+    # --- requests -------------------------------------------------------------------------------
+
+    def add_request(self, request_id: str, kind: str, payload: dict, deadline: str | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO requests (id, kind, status, step, created_at, deadline, payload) "
+            "VALUES (?, ?, 'pending', 'resolved', ?, ?, ?)",
+            (request_id, kind, now(), deadline, json.dumps(payload, sort_keys=True)),
+        )
+
+    def add_request_records(self, request_id: str, rows: Iterable[tuple[str, str, str]]) -> None:
+        """Rows of (record id, source, keyed hash): what a certificate names instead of the text."""
+        self.db.executemany(
+            "INSERT INTO request_records VALUES (?, ?, ?, ?)", ((request_id, i, s, h) for i, s, h in rows)
+        )
+
+    def forgotten_by(self, record_ids: Iterable[str]) -> dict[str, str]:
+        """{record id: request id} for ids that a finished or unfinished request already forgets."""
+        found = {}
+        for record_id in record_ids:
+            row = self.db.execute(
+                "SELECT r.request_id FROM request_records r JOIN requests q ON q.id = r.request_id "
+                "WHERE r.record_id = ? AND q.status != 'failed' ORDER BY q.created_at DESC",
+                (record_id,),
+            ).fetchone()
+            if row:
+                found[record_id] = row[0]
+        return found
+
+    def request_records(self, request_id: str) -> list[tuple[str, str, str]]:
+        rows = self.db.execute(
+            "SELECT record_id, source, hash FROM request_records WHERE request_id = ? ORDER BY record_id",
+            (request_id,),
+        )
+        return list(rows)
+
+    def update_request(self, request_id: str, **fields: object) -> None:
+        for key, value in fields.items():
+            if key not in {"status", "step", "started_at", "finished_at", "result", "error"}:
+                raise ValueError(key)
+            if key == "result":
+                value = json.dumps(value, sort_keys=True)
+            self.db.execute(f"UPDATE requests SET {key} = ? WHERE id = ?", (value, request_id))
+
+    def request(self, request_id: str) -> dict | None:
+        row = self.db.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
+        return self._request_row(row) if row else None
+
+    def requests(self, statuses: Iterable[str] | None = None) -> list[dict]:
+        """Requests in order of arrival, optionally only those with the given statuses."""
+        rows = self.db.execute("SELECT * FROM requests ORDER BY created_at, rowid").fetchall()
+        found = [self._request_row(r) for r in rows]
+        return [r for r in found if statuses is None or r["status"] in set(statuses)]
+
+    def _request_row(self, row: tuple) -> dict:
+        names = [d[1] for d in self.db.execute("PRAGMA table_info(requests)")]
+        r = dict(zip(names, row, strict=True))
+        r["payload"] = json.loads(r["payload"])
+        r["result"] = json.loads(r["result"]) if r["result"] else None
+        return r
+
+    # --- certificate chain ----------------------------------------------------------------------
+
+    def append_certificate(self, request_id: str, body: dict) -> str:
+        """Append to the hash chain: hash = sha256(previous hash + canonical JSON body). Returns the hash."""
+        row = self.db.execute("SELECT hash FROM certificates ORDER BY seq DESC LIMIT 1").fetchone()
+        prev = row[0] if row else GENESIS
+        text = json.dumps(body, sort_keys=True, separators=(",", ":"))
+        digest = hashlib.sha256((prev + text).encode()).hexdigest()
+        self.db.execute(
+            "INSERT INTO certificates (request_id, created_at, body, prev_hash, hash) VALUES (?, ?, ?, ?, ?)",
+            (request_id, now(), text, prev, digest),
+        )
+        return digest
+
+    def certificates(self) -> list[dict]:
+        rows = self.db.execute(
+            "SELECT seq, request_id, created_at, body, prev_hash, hash FROM certificates ORDER BY seq"
+        )
+        return [
+            {"seq": q, "request_id": r, "created_at": t, "body": json.loads(b), "prev_hash": p, "hash": h}
+            for q, r, t, b, p, h in rows
+        ]
+
+    def verify_chain(self) -> int | None:
+        """The seq of the first certificate whose hash or link does not check, or None if the chain is intact."""
+        prev = GENESIS
+        for seq, body, prev_hash, digest in self.db.execute(
+            "SELECT seq, body, prev_hash, hash FROM certificates ORDER BY seq"
+        ):
+            if prev_hash != prev or hashlib.sha256((prev + body).encode()).hexdigest() != digest:
+                return seq
+            prev = digest
+        return None
 
     # --- versions -------------------------------------------------------------------------------
 
@@ -169,6 +406,10 @@ class Registry:
         self.db.execute(
             "INSERT OR REPLACE INTO versions VALUES (?, ?, ?)", (n, now(), json.dumps(manifest, sort_keys=True))
         )
+
+    def remove_versions_after(self, n: int | None) -> None:
+        """Forget registry rows of versions newer than the served one (left by a crash before the switch)."""
+        self.db.execute("DELETE FROM versions WHERE n > ?", (n or 0,))
 
     def versions(self) -> list[tuple[int, str]]:
         return list(self.db.execute("SELECT n, created_at FROM versions ORDER BY n"))

@@ -22,6 +22,7 @@ from moe_unlearn.config import Config, config_hash, to_yaml
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import ids_digest, replay_sample, split
 from moe_unlearn.errors import UserError
+from moe_unlearn.faults import crash_point
 from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.models.router import Router
@@ -42,6 +43,7 @@ from moe_unlearn.training.trainer import configure_torch, train_expert, train_ro
 
 Tensors = dict[str, torch.Tensor]
 CONFIG_FILE = "config.yaml"
+PROGRESS_FILE = "progress.json"  # files finished so far by a build that has not gone live yet
 
 
 @dataclass
@@ -69,6 +71,11 @@ def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Rec
         sources = registry.sources_of(name)
         records = registry.records(sources)
         train_sets[name], held = split(records, cfg.seed, cfg.data.heldout_fraction)
+        if not train_sets[name]:
+            raise UserError(
+                f"expert {name!r} would have no training records (all held out or forgotten): "
+                f"drop it instead (moe-unlearn drop --expert {name})"
+            )
         for s in sources:
             heldout[s] = [r for r in held if r.source == s][: cfg.data.eval_records]
     jobs = [Job(f"experts/{e}.safetensors", "expert", e, None, train_sets[e]) for e in experts]
@@ -96,15 +103,31 @@ def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Rec
     return jobs, heldout
 
 
+def changes(run_dir: Path, registry: Registry, cfg: Config) -> list[Job]:
+    """The jobs a build would train now (those whose lineage the served version lacks)."""
+    jobs, _ = plan(registry, cfg)
+    current = read_current(run_dir)
+    old = read_manifest(version_dir(run_dir, current))["files"] if current is not None else {}
+    return [j for j in jobs if old.get(j.path, {}).get("lineage") != j.lineage]
+
+
 def build_version(
-    run_dir: Path, registry: Registry, cfg: Config, only: list[str] | None = None, console: Console | None = None
+    run_dir: Path,
+    registry: Registry,
+    cfg: Config,
+    only: list[str] | None = None,
+    console: Console | None = None,
+    keep_logs: bool = True,
 ) -> dict:
     """Train what changed into versions/<n+1>, switch `current` to it, delete older versions.
-    Returns the new manifest (or the current one, unchanged, when nothing needs training)."""
+    Returns the new manifest (or the current one, unchanged, when nothing needs training).
+
+    A build interrupted by a crash is picked up where it stopped: files it finished (listed in the
+    unfinished version's progress file, sha256 checked) are kept when their lineage still matches."""
     console = console or Console(stderr=True)
     configure_torch(cfg)
+    experts, source_map = registry.experts(), registry.source_map()  # one snapshot for the whole build
     jobs, heldout = plan(registry, cfg)
-    experts = registry.experts()
     unknown = sorted(set(only or []) - set(experts))
     if unknown:
         raise UserError(f"train.experts names unknown experts {unknown}; the registry has {experts}")
@@ -129,28 +152,33 @@ def build_version(
             "add them to train.experts or leave train.experts unset"
         )
 
-    n = max([current or 0, *(v for v, _ in registry.versions()), *_version_numbers(run_dir)]) + 1
+    registry.remove_versions_after(current)  # rows of builds that never went live
+    n, done = _unfinished_build(run_dir, current, cfg)
     vdir = version_dir(run_dir, n)
-    if vdir.exists():
-        shutil.rmtree(vdir)
-    (vdir / "experts").mkdir(parents=True)
-    (vdir / "router").mkdir()
-    (vdir / CONFIG_FILE).write_text(to_yaml(cfg))
+    if not done:
+        shutil.rmtree(vdir, ignore_errors=True)
+        (vdir / "experts").mkdir(parents=True)
+        (vdir / "router").mkdir()
+        (vdir / CONFIG_FILE).write_text(to_yaml(cfg))
     log_dir = vdir / "logs"
 
-    files, trained, state = {}, [], {}
+    files, state = {}, {}
     previous_stage: tuple[Tensors, Tensors] | None = None
-    todo = [j for j in jobs if j.path not in reusable]
+    finished = {j.path for j in jobs if done.get(j.path, {}).get("lineage") == j.lineage and j.path not in reusable}
+    todo = [j for j in jobs if j.path not in reusable and j.path not in finished]
+    step = 0
     for job in jobs:
         started = time.perf_counter()
-        if job.path in reusable:
-            entry = dict(old["files"][job.path])
-            _link(old_dir / job.path, vdir / job.path)
+        if job.path in reusable or job.path in finished:
+            entry = dict(old["files"][job.path]) if job.path in reusable else done[job.path]
+            if job.path in reusable:
+                (vdir / job.path).unlink(missing_ok=True)
+                _link(old_dir / job.path, vdir / job.path)
             tensors = load_tensors(vdir / job.path, entry["sha256"]) if job.kind == "router-stage" else None
             if job.kind == "expert":
                 state[job.expert] = lambda p=vdir / job.path, s=entry["sha256"]: load_tensors(p, s)
         else:
-            step = len(trained) + 1
+            step += 1
             console.print(
                 f"[bold]\\[{step}/{len(todo)}][/] training {job.kind} [cyan]{job.expert}[/]"
                 + (f" (stage {job.stage})" if job.stage is not None else "")
@@ -179,7 +207,8 @@ def build_version(
                 "trained_in_version": n,
                 "train_seconds": round(time.perf_counter() - started, 2),
             }
-            trained.append(job.path)
+            done[job.path] = entry
+            _write_json(vdir / PROGRESS_FILE, done)
             if job.kind == "expert":
                 state[job.expert] = lambda t=tensors: t
         if job.kind == "router-stage":
@@ -196,16 +225,21 @@ def build_version(
         "config_file_sha256": hashlib.sha256((vdir / CONFIG_FILE).read_bytes()).hexdigest(),
         "environment": environment(),
         "experts": experts,
-        "sources": registry.source_map(),
+        "sources": source_map,
         "top_k": cfg.model.router.top_k,
         "files": files,
-        "trained": trained,
-        "eval": evaluate(model, heldout, registry.source_map()),
+        "trained": [path for path, e in files.items() if e["trained_in_version"] == n],
+        "eval": evaluate(model, heldout, source_map),
     }
     write_manifest(vdir, manifest)
+    if not keep_logs:
+        shutil.rmtree(log_dir, ignore_errors=True)
     with registry.transaction():
         registry.add_version(n, manifest)
+    crash_point("before-switch")
     switch_current(run_dir, n)
+    crash_point("after-switch")
+    (vdir / PROGRESS_FILE).unlink(missing_ok=True)
     remove_other_versions(run_dir, keep=n)
     return manifest
 
@@ -232,6 +266,31 @@ def split_stage(tensors: Tensors) -> tuple[Tensors, Tensors]:
     weights = {k.removeprefix("router."): v for k, v in tensors.items() if k.startswith("router.")}
     fisher = {k.removeprefix("fisher."): v for k, v in tensors.items() if k.startswith("fisher.")}
     return weights, fisher
+
+
+def _unfinished_build(run_dir: Path, current: int | None, cfg: Config) -> tuple[int, dict]:
+    """(version number to build, files already finished in it): an interrupted build of the same
+    config is continued, otherwise a new number after every one used so far."""
+    numbers = _version_numbers(run_dir)
+    for v in sorted((v for v in numbers if v > (current or 0)), reverse=True):
+        vdir = version_dir(run_dir, v)
+        progress, config = vdir / PROGRESS_FILE, vdir / CONFIG_FILE
+        if progress.is_file() and config.is_file() and config.read_text() == to_yaml(cfg):
+            done = {}
+            for path, entry in json.loads(progress.read_text()).items():
+                try:
+                    load_tensors(vdir / path, entry["sha256"])
+                    done[path] = entry
+                except UserError:  # a file cut short by the crash: train it again
+                    pass
+            return v, done
+    return max([current or 0, *numbers]) + 1, {}
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True))
+    os.replace(tmp, path)
 
 
 def _lineage(**fields: object) -> str:

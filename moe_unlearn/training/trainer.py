@@ -18,6 +18,7 @@ from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset, route
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import seed_for, unit_hash
 from moe_unlearn.errors import UserError
+from moe_unlearn.faults import training_callbacks
 from moe_unlearn.models.expert import BOS, ByteTransformer
 from moe_unlearn.models.router import Router
 from moe_unlearn.training.ewc import accumulate, fisher_diagonal
@@ -62,7 +63,7 @@ def fit(module: L.LightningModule, data: ExampleDataModule, cfg: Config, optim: 
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=bar,
-        callbacks=[RichProgressBar(leave=True)] if bar else [],
+        callbacks=([RichProgressBar(leave=True)] if bar else []) + training_callbacks(name.split("-")[0]),
         log_every_n_steps=cfg.trainer.log_every_n_steps,
         use_distributed_sampler=False,  # HashOrderSampler shards by rank itself, without padding
         limit_val_batches=0,

@@ -1,0 +1,129 @@
+"""The job that carries out forget and drop requests, one at a time per run directory.
+
+    pending --(tombstone)--> running: build the new version beside the old, switch `current`,
+    scrub, certify --> done
+
+All requests pending when a job starts are merged: each affected expert is retrained once, however
+many requests touch it. Every step is recorded on the request, and every step can be re-entered,
+so after a crash at any point `forget --resume` (or the next job) finishes what was started with the
+same result. The caller holds the run directory's lock.
+"""
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from moe_unlearn.config import Config, config_from_yaml
+from moe_unlearn.data.splits import is_heldout
+from moe_unlearn.errors import UserError
+from moe_unlearn.faults import crash_point
+from moe_unlearn.storage.registry import Registry, now
+from moe_unlearn.storage.versions import read_current, read_manifest, version_dir
+from moe_unlearn.training.pipeline import CONFIG_FILE, build_version, changes
+from moe_unlearn.unlearning.certificate import build_certificate, certify, version_summary
+from moe_unlearn.unlearning.requests import resolve_drop
+from moe_unlearn.unlearning.scrub import scrub
+
+
+def served_config(run_dir: Path) -> Config | None:
+    """The config of the version being served (what every rebuild must use), or None before training."""
+    current = read_current(run_dir)
+    return None if current is None else config_from_yaml((version_dir(run_dir, current) / CONFIG_FILE).read_text())
+
+
+def apply(registry: Registry, request: dict) -> None:
+    """Tombstone a request's records (and retire a drop's sources and experts). Inside a transaction."""
+    if request["kind"] == "drop":
+        resolve_drop(registry, source=request["payload"]["source"], expert=request["payload"]["expert"])
+        for source in request["payload"]["sources"]:
+            registry.retire(request["id"], "source", source)
+        for expert in request["payload"]["experts"]:
+            registry.retire(request["id"], "expert", expert)
+    registry.tombstone(request["id"], [record_id for record_id, _, _ in registry.request_records(request["id"])])
+
+
+def would_retrain(run_dir: Path, registry: Registry, request: dict) -> dict:
+    """What carrying out `request` would retrain. Call inside `registry.preview()`: it tombstones.
+    Raises UserError if the result would not be a trainable model."""
+    cfg = served_config(run_dir)
+    apply(registry, request)
+    jobs = changes(run_dir, registry, cfg) if cfg is not None else []
+    return {
+        "experts": [j.expert for j in jobs if j.kind == "expert"],
+        "router_stages": [j.stage for j in jobs if j.kind == "router-stage"],
+    }
+
+
+def run_queue(run_dir: Path, registry: Registry, console: Console) -> list[str]:
+    """Carry out every unfinished request as one job; returns the ids it finished."""
+    current = read_current(run_dir)
+    with registry.transaction():
+        for request in registry.requests(["pending"]):
+            try:
+                apply(registry, request)
+            except UserError as e:  # e.g. a drop of what an earlier request in this batch already dropped
+                registry.update_request(request["id"], status="failed", error=str(e), finished_at=now())
+                continue
+            registry.update_request(
+                request["id"],
+                status="running",
+                step="tombstoned",
+                started_at=now(),
+                result={"version_before": current},
+            )
+    job = registry.requests(["running"])
+    if not job:
+        return []
+    crash_point("after-tombstone")
+    ids = [r["id"] for r in job]
+    console.print(f"job: {len(ids)} request(s) {', '.join(ids)}")
+
+    cfg = served_config(run_dir)
+    manifest = build_version(run_dir, registry, cfg, console=console, keep_logs=False) if cfg else None
+    _set_step(registry, ids, "switched")
+    deleted = scrub(run_dir, registry, ids)
+    _set_step(registry, ids, "scrubbed")
+    console.print(f"scrubbed {deleted:,} record rows; the run directory holds only the served version")
+
+    after_n = read_current(run_dir)
+    after = version_summary(read_manifest(version_dir(run_dir, after_n))) if after_n is not None else None
+    with registry.transaction():
+        for request in job:
+            before_n = request["result"]["version_before"]
+            trained = manifest["trained"] if manifest is not None and after_n != before_n else []
+            rows = [
+                {
+                    "id": record_id,
+                    "source": source,
+                    "keyed_hash": digest,
+                    "held_out": bool(cfg) and is_heldout(record_id, cfg.seed, cfg.data.heldout_fraction),
+                }
+                for record_id, source, digest in registry.request_records(request["id"])
+            ]
+            started = datetime.fromisoformat(request["started_at"])
+            body = build_certificate(
+                request,
+                rows,
+                merged_with=[i for i in ids if i != request["id"]],
+                before=version_summary(registry.manifest(before_n)) if before_n is not None else None,
+                after=after,
+                trained=trained,
+                wall_seconds=time.time() - started.timestamp(),
+            )
+            chain_hash = certify(registry, request["id"], body)
+            registry.update_request(
+                request["id"],
+                status="done",
+                step="certified",
+                finished_at=now(),
+                result={**request["result"], "version_after": after_n, "certificate_hash": chain_hash},
+            )
+    return ids
+
+
+def _set_step(registry: Registry, ids: list[str], step: str) -> None:
+    with registry.transaction():
+        for request_id in ids:
+            registry.update_request(request_id, step=step)

@@ -1,0 +1,115 @@
+"""The oracle: the model that training from scratch on the retained records gives, in a fresh
+directory and a fresh process, with the served version's config and the registry's expert order.
+
+`verify_against_oracle` trains it and compares every tensor of every file (sha256) with the served
+version: after any forget, drop, add or update they are equal on the same machine and threads.
+
+    python -m moe_unlearn.unlearning.oracle WORK_DIR   # what the subprocess runs
+"""
+
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from moe_unlearn.storage.registry import Registry
+from moe_unlearn.storage.versions import (
+    environment,
+    load_tensors,
+    read_current,
+    read_manifest,
+    tensor_hashes,
+    version_dir,
+)
+
+ORACLE_OVERRIDES = ["data.builtin=false", "trainer.progress_bar=false"]
+
+
+def export_retained(run_dir: Path, registry: Registry, work_dir: Path) -> None:
+    """Write what the oracle trains on: the served config, and every live record per source as JSONL,
+    sources listed in the registry's expert order."""
+    current = read_current(run_dir)
+    shutil.copy(version_dir(run_dir, current) / "config.yaml", work_dir / "config.yaml")
+    (work_dir / "records").mkdir()
+    order = []
+    for source in registry.sources():  # ordered by expert position
+        records = registry.records([source.name])
+        if not records:
+            continue
+        with open(work_dir / "records" / f"{source.name}.jsonl", "w") as f:
+            for r in records:
+                f.write(json.dumps({"id": r.id, "text": r.text}) + "\n")
+        order.append([source.name, source.expert])
+    (work_dir / "sources.json").write_text(json.dumps(order))
+
+
+def train_oracle(work_dir: Path) -> dict:
+    """In this process: a fresh run directory under work_dir, the exported records, one `train`."""
+    from moe_unlearn.run import Run  # imported here: run.py imports this module
+
+    run = Run(work_dir / "run")
+    config = work_dir / "config.yaml"
+    run.init(config, ORACLE_OVERRIDES)
+    for source, expert in json.loads((work_dir / "sources.json").read_text()):
+        run.ingest(source, [work_dir / "records" / f"{source}.jsonl"], expert=expert)
+    return run.train(config, ORACLE_OVERRIDES)
+
+
+def compare(run_dir: Path, oracle_run_dir: Path) -> dict:
+    """Tensor-for-tensor comparison of two run directories' served versions."""
+    mine = read_manifest(version_dir(run_dir, read_current(run_dir)))
+    theirs_dir = version_dir(oracle_run_dir, read_current(oracle_run_dir))
+    theirs = read_manifest(theirs_dir)
+    mine_dir = version_dir(run_dir, mine["version"])
+    files = {}
+    for path in sorted(set(mine["files"]) | set(theirs["files"])):
+        if path not in theirs["files"]:
+            files[path] = "only in the served version"
+        elif path not in mine["files"]:
+            files[path] = "only in the oracle"
+        else:
+            a = tensor_hashes(load_tensors(mine_dir / path, mine["files"][path]["sha256"]))
+            b = tensor_hashes(load_tensors(theirs_dir / path, theirs["files"][path]["sha256"]))
+            differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
+            files[path] = "equal" if not differ else f"differs in {len(differ)} tensors ({differ[0]}, ...)"
+    return {
+        "equal": all(v == "equal" for v in files.values()) and mine["experts"] == theirs["experts"],
+        "experts": mine["experts"],
+        "oracle_experts": theirs["experts"],
+        "files": files,
+        "version": mine["version"],
+        "config_sha256": mine["config_sha256"],
+        "oracle_config_sha256": theirs["config_sha256"],
+    }
+
+
+def verify_against_oracle(run_dir: Path, registry: Registry, work_dir: Path | None, console: Console) -> dict:
+    """Train the oracle in a subprocess and compare. `comparable` is False when the served version was
+    built on another torch, CPU or thread count (then bit-identity is not expected: lineage is the proof)."""
+    served = read_manifest(version_dir(run_dir, read_current(run_dir)))
+    here = environment()
+    keys = ("torch", "cpu_capability", "cpu_flags_sha256", "machine", "cuda")  # threads come from the config
+    mismatch = sorted(k for k in keys if served["environment"].get(k) != here.get(k))
+    own = work_dir is None
+    work = Path(tempfile.mkdtemp(prefix="moe-unlearn-oracle-")) if own else Path(work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        export_retained(run_dir, registry, work)
+        console.print(f"training the oracle from scratch in {work} (fresh process) ...")
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "moe_unlearn.unlearning.oracle", str(work)], check=True)
+        seconds = time.perf_counter() - started
+        result = compare(run_dir, work / "run")
+    finally:
+        if own:
+            shutil.rmtree(work, ignore_errors=True)
+    return {**result, "comparable": not mismatch, "environment_differs": mismatch, "oracle_seconds": round(seconds, 1)}
+
+
+if __name__ == "__main__":
+    train_oracle(Path(sys.argv[1]))

@@ -1,0 +1,75 @@
+"""Crash safety: SIGKILL at every named step of a forget leaves a served, loadable version (the old
+or the new one, never a mix), and resuming gives the same model as an uninterrupted run."""
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from moe_unlearn import Run
+from moe_unlearn.faults import ENV, STEPS
+from moe_unlearn.unlearning.scrub import stray_files
+from tests.conftest import REPO
+
+
+def forget_cli(run_dir, *args, crash_at=None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != ENV}
+    if crash_at:
+        env[ENV] = crash_at
+    return subprocess.run(
+        [sys.executable, "-m", "moe_unlearn", "forget", *map(str, args), "--run-dir", str(run_dir), "--json"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=300,
+    )
+
+
+def served_files(run_dir) -> dict[str, str]:
+    manifest = Run(run_dir).load()[1]  # loads and checks every file against the manifest
+    return {path: entry["sha256"] for path, entry in manifest["files"].items()}
+
+
+@pytest.fixture(scope="module")
+def reference(tiny_run_dir, tmp_path_factory):
+    """The records to forget and the files an uninterrupted forget produces."""
+    run_dir = tmp_path_factory.mktemp("reference") / "run"
+    shutil.copytree(tiny_run_dir, run_dir)
+    ids = [r.id for r in Run(run_dir)._open(None).records(["weather"])[:4]]
+    done = forget_cli(run_dir, *(x for i in ids for x in ("--record", i)))
+    assert done.returncode == 0, done.stderr
+    return ids, served_files(tiny_run_dir), served_files(run_dir)
+
+
+@pytest.mark.parametrize("step", STEPS)
+def test_sigkill_at_any_step_then_resume_gives_the_uninterrupted_result(step, reference, tiny_copy):
+    ids, old_files, new_files = reference
+    args = [x for i in ids for x in ("--record", i)]
+    crashed = forget_cli(tiny_copy, *args, crash_at=step)
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+
+    served = served_files(tiny_copy)
+    assert served in (old_files, new_files)  # the old version or the new one, never a mix
+
+    (request,) = Run(tiny_copy).requests()
+    resumed = forget_cli(tiny_copy, "--resume", request["id"])
+    assert resumed.returncode == 0, resumed.stderr
+    assert json.loads(resumed.stdout)["request_id"] == request["id"]
+    assert served_files(tiny_copy) == new_files
+    assert stray_files(tiny_copy) == []
+    assert Run(tiny_copy)._open(None).record_rows(ids) == {}
+
+
+def test_running_the_same_command_again_finishes_the_interrupted_request(reference, tiny_copy):
+    ids, _, new_files = reference
+    args = [x for i in ids for x in ("--record", i)]
+    assert forget_cli(tiny_copy, *args, crash_at="mid-expert-training").returncode == -signal.SIGKILL
+    again = forget_cli(tiny_copy, *args)
+    assert again.returncode == 0, again.stderr
+    assert served_files(tiny_copy) == new_files
+    assert [r["status"] for r in Run(tiny_copy).requests()] == ["done"]
