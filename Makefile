@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    create .venv, install, train the default model, generate and score with it
+#   make run    create .venv, install, train the default model, generate and score with it, forget a record
 #   make test   create .venv, install, run the test suite
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -26,10 +26,12 @@ $(STAMP): pyproject.toml
 run: install
 	$(PY) train.py --run-dir $(RUN)
 	$(CLI) registry --run-dir $(RUN)
-	$(CLI) generate "Preheat the oven to" --max-new-bytes 160 --temperature 0.7 --seed 1 --run-dir $(RUN)
-	$(CLI) generate "Outlook for Lisbon on" --max-new-bytes 160 --temperature 0.7 --seed 1 --run-dir $(RUN)
-	$(CLI) score "Whisk the eggs with the sugar, then fold in the flour." --run-dir $(RUN)
-	$(CLI) score "The Tenant shall pay the rent on the first day of each month." --run-dir $(RUN)
+	$(CLI) generate "Sunday 12 March: lemon risotto for 4" --max-new-bytes 160 --temperature 0.7 --seed 1 --run-dir $(RUN)
+	$(CLI) generate "Forecast for Lisbon by" --max-new-bytes 160 --temperature 0.7 --seed 1 --run-dir $(RUN)
+	$(CLI) score "Ingredients: 200 g rice, 1 lemon, 50 g butter." --run-dir $(RUN)
+	$(CLI) score "On 3 May 2021, the parties agreed as follows." --run-dir $(RUN)
+	$(CLI) forget --record legal-000000 --dry-run --run-dir $(RUN)
+	$(CLI) forget --record legal-000000 --run-dir $(RUN)
 
 test: install
 	$(PY) -m pytest -q
@@ -37,6 +39,9 @@ test: install
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+
+bench: install
+	$(PY) bench/forget_speedup.py --k 4 8 16
 
 clean:
 	rm -rf $(RUN)

@@ -71,7 +71,7 @@ class OptimConfig:
     lr: float = 3e-3  # peak learning rate (AdamW), linear warm-up then cosine decay
     weight_decay: float = 0.01
     warmup_steps: int = 20
-    batch_size: int = 16  # chunks per optimizer step
+    batch_size: int = 4  # chunks per optimizer step
     max_epochs: int = 2  # passes over the training records
     max_steps: int = -1  # stop after this many steps (-1: no limit)
 
@@ -115,7 +115,9 @@ class Config:
 
 
 # Keys that change how a run is carried out but not the tensors it produces. The built-in corpus
-# settings only matter when a run directory is created; artefacts record the ids they trained on.
+# settings and the source -> expert map (`experts`) only matter when a run directory is created (then
+# the registry is the truth); artefacts record their expert's name and the ids they trained on.
+TOP_LEVEL_NON_SEMANTIC = ("experts",)
 NON_SEMANTIC_KEYS = (
     ("train", "experts"),
     ("trainer", "progress_bar"),
@@ -163,6 +165,8 @@ def config_hash(config: Config) -> str:
     data = OmegaConf.to_container(OmegaConf.structured(config))
     for section, key in NON_SEMANTIC_KEYS:
         data[section].pop(key)
+    for key in TOP_LEVEL_NON_SEMANTIC:
+        data.pop(key)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

@@ -27,7 +27,8 @@ from moe_unlearn.storage.versions import (
     version_dir,
 )
 
-ORACLE_OVERRIDES = ["data.builtin=false", "trainer.progress_bar=false"]
+# The registry's source -> expert map is passed by `ingest --expert`, so the config's own map is cleared.
+ORACLE_OVERRIDES = ["data.builtin=false", "trainer.progress_bar=false", "experts=[]"]
 
 
 def export_retained(run_dir: Path, registry: Registry, work_dir: Path) -> None:
