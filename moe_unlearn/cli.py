@@ -29,6 +29,11 @@ err = Console(stderr=True)
 
 RunDir = Annotated[Path, typer.Option("--run-dir", help="Run directory (registry, versions, current pointer).")]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
+IdField = Annotated[str, typer.Option("--id-field", help="JSONL field holding the id.")]
+TextField = Annotated[str, typer.Option("--text-field", help="JSONL field holding the text.")]
+AllowForgotten = Annotated[
+    bool, typer.Option("--allow-forgotten", help="Accept content that was forgotten (the override is recorded).")
+]
 
 
 def user_errors(command):
@@ -76,11 +81,9 @@ def ingest(
     ],
     source: Annotated[str, typer.Option("--source", help="Source the records belong to (created if new).")],
     expert: Annotated[str | None, typer.Option("--expert", help="Expert of a new source (default: its own).")] = None,
-    id_field: Annotated[str, typer.Option("--id-field", help="JSONL field holding the id.")] = "id",
-    text_field: Annotated[str, typer.Option("--text-field", help="JSONL field holding the text.")] = "text",
-    allow_forgotten: Annotated[
-        bool, typer.Option("--allow-forgotten", help="Accept content that was forgotten (recorded).")
-    ] = False,
+    id_field: IdField = "id",
+    text_field: TextField = "text",
+    allow_forgotten: AllowForgotten = False,
     run_dir: RunDir = DEFAULT_RUN_DIR,
     as_json: AsJson = False,
 ):
@@ -161,9 +164,9 @@ def add(
     expert: Annotated[
         str | None, typer.Option("--expert", help="Name of its new expert (default: the source).")
     ] = None,
-    id_field: Annotated[str, typer.Option("--id-field", help="JSONL field holding the id.")] = "id",
-    text_field: Annotated[str, typer.Option("--text-field", help="JSONL field holding the text.")] = "text",
-    allow_forgotten: Annotated[bool, typer.Option("--allow-forgotten", help="Accept forgotten content.")] = False,
+    id_field: IdField = "id",
+    text_field: TextField = "text",
+    allow_forgotten: AllowForgotten = False,
     run_dir: RunDir = DEFAULT_RUN_DIR,
     as_json: AsJson = False,
 ):

@@ -1,6 +1,8 @@
 """Shared fixtures: one tiny trained run directory per test session (a few seconds to train)."""
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,6 +11,19 @@ from moe_unlearn import Run
 
 REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "experiment" / "tiny.yaml"
+
+
+def cli(*args, input: str | None = None, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run `python -m moe_unlearn ARGS...` as a user would, capturing its output."""
+    return subprocess.run(
+        [sys.executable, "-m", "moe_unlearn", *map(str, args)],
+        capture_output=True,
+        text=True,
+        cwd=cwd,
+        env=env,
+        input=input,
+        timeout=300,
+    )
 
 
 @pytest.fixture(scope="session")

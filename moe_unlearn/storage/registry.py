@@ -161,9 +161,6 @@ class Registry:
         ).fetchone()
         return row is not None
 
-    def is_retired(self, kind: str, name: str) -> bool:
-        return self.db.execute("SELECT 1 FROM retired WHERE kind = ? AND name = ?", (kind, name)).fetchone() is not None
-
     def sources(self) -> list[SourceInfo]:
         rows = self.db.execute(
             "SELECT s.name, s.expert, s.builtin, (SELECT COUNT(*) FROM records r WHERE r.source = s.name "
@@ -261,10 +258,6 @@ class Registry:
 
     # --- forgetting -----------------------------------------------------------------------------
 
-    def forgotten_hashes(self, hashes: Iterable[str]) -> set[str]:
-        """The subset of `hashes` on the blocklist of forgotten content."""
-        return {h for h in hashes if self.db.execute("SELECT 1 FROM forgotten WHERE hash = ?", (h,)).fetchone()}
-
     def tombstone(self, request_id: str, record_ids: Iterable[str]) -> None:
         """Hide records from all training from now on and put their keyed hashes on the blocklist."""
         stamp = now()
@@ -350,21 +343,22 @@ class Registry:
             self.db.execute(f"UPDATE requests SET {key} = ? WHERE id = ?", (value, request_id))
 
     def request(self, request_id: str) -> dict | None:
-        row = self.db.execute("SELECT * FROM requests WHERE id = ?", (request_id,)).fetchone()
-        return self._request_row(row) if row else None
+        found = self._request_rows("SELECT * FROM requests WHERE id = ?", (request_id,))
+        return found[0] if found else None
 
     def requests(self, statuses: Iterable[str] | None = None) -> list[dict]:
         """Requests in order of arrival, optionally only those with the given statuses."""
-        rows = self.db.execute("SELECT * FROM requests ORDER BY created_at, rowid").fetchall()
-        found = [self._request_row(r) for r in rows]
+        found = self._request_rows("SELECT * FROM requests ORDER BY created_at, rowid", ())
         return [r for r in found if statuses is None or r["status"] in set(statuses)]
 
-    def _request_row(self, row: tuple) -> dict:
-        names = [d[1] for d in self.db.execute("PRAGMA table_info(requests)")]
-        r = dict(zip(names, row, strict=True))
-        r["payload"] = json.loads(r["payload"])
-        r["result"] = json.loads(r["result"]) if r["result"] else None
-        return r
+    def _request_rows(self, query: str, args: tuple) -> list[dict]:
+        cursor = self.db.execute(query, args)
+        names = [d[0] for d in cursor.description]
+        rows = [dict(zip(names, row, strict=True)) for row in cursor]
+        for r in rows:
+            r["payload"] = json.loads(r["payload"])
+            r["result"] = json.loads(r["result"]) if r["result"] else None
+        return rows
 
     # --- certificate chain ----------------------------------------------------------------------
 

@@ -36,11 +36,11 @@ def parse_deadline(deadline: str | None) -> str | None:
     return when.isoformat(timespec="seconds")
 
 
-def read_ids_file(path: Path) -> list[str]:
-    """One record id per line; blank lines and lines starting with '#' are skipped."""
+def read_ids_file(path: Path) -> dict[str, int]:
+    """{record id: line} of a file of one id per line; blank lines and lines starting with '#' are skipped."""
     if not path.is_file():
         raise UserError(f"{path}: no such file")
-    ids = []
+    ids = {}
     for lineno, raw in enumerate(path.read_bytes().split(b"\n"), 1):
         raw = raw.removesuffix(b"\r")
         try:
@@ -51,7 +51,7 @@ def read_ids_file(path: Path) -> list[str]:
             continue
         if line != line.strip() or _CONTROL.search(line):
             raise UserError(f"{path}:{lineno}: malformed id (surrounding spaces or control characters)")
-        ids.append(line)
+        ids.setdefault(line, lineno)
     if not ids:
         raise UserError(f"{path}: no record ids in the file")
     return ids
@@ -80,10 +80,11 @@ def resolve_forget(
             raise UserError(f"--match matches no record{where}")
         how = "match"
     else:
-        ids = read_ids_file(Path(ids_file)) if ids_file else list(record_ids)
+        lines = read_ids_file(Path(ids_file)) if ids_file else {}
+        ids = list(lines) if ids_file else list(record_ids)
         found = registry.record_rows(ids)
         for record_id in ids:
-            place = f"{ids_file}:{_line_of(Path(ids_file), record_id)}: " if ids_file else ""
+            place = f"{ids_file}:{lines[record_id]}: " if ids_file else ""
             if record_id not in found:
                 raise UserError(f"{place}unknown record id {record_id!r}")
             if source is not None and found[record_id][0] != source:
@@ -117,10 +118,3 @@ def resolve_drop(registry: Registry, *, source: str | None = None, expert: str |
 def drop_rows(registry: Registry, payload: dict) -> list[tuple[str, str, str]]:
     """(record id, source, keyed hash) of every live record a drop removes."""
     return [(i, s, h) for s in payload["sources"] for i, h in registry.record_ids_of(s)]
-
-
-def _line_of(path: Path, record_id: str) -> int:
-    for lineno, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
-        if line == record_id:
-            return lineno
-    return 0

@@ -7,18 +7,7 @@ import sys
 import pytest
 
 from moe_unlearn import Run
-from tests.conftest import REPO, TINY
-
-
-def cli(*args, input: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "moe_unlearn", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        input=input,
-        timeout=300,
-    )
+from tests.conftest import REPO, TINY, cli
 
 
 def test_train_generate_score_through_the_cli(tmp_path):

@@ -5,29 +5,20 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 
 import pytest
 
 from moe_unlearn import Run
 from moe_unlearn.faults import ENV, STEPS
 from moe_unlearn.unlearning.scrub import stray_files
-from tests.conftest import REPO
+from tests.conftest import cli
 
 
-def forget_cli(run_dir, *args, crash_at=None) -> subprocess.CompletedProcess:
+def forget_cli(run_dir, *args, crash_at=None):
     env = {k: v for k, v in os.environ.items() if k != ENV}
     if crash_at:
         env[ENV] = crash_at
-    return subprocess.run(
-        [sys.executable, "-m", "moe_unlearn", "forget", *map(str, args), "--run-dir", str(run_dir), "--json"],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env=env,
-        timeout=300,
-    )
+    return cli("forget", *args, "--run-dir", run_dir, "--json", env=env)
 
 
 def served_files(run_dir) -> dict[str, str]:

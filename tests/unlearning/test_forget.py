@@ -14,18 +14,7 @@ import pytest
 from moe_unlearn import Run, UserError
 from moe_unlearn.storage.registry import Registry
 from moe_unlearn.unlearning.scrub import stray_files
-from tests.conftest import REPO, TINY
-
-
-def cli(*args, cwd=REPO, env=None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "moe_unlearn", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        timeout=300,
-    )
+from tests.conftest import REPO, TINY, cli
 
 
 @pytest.fixture(scope="module")
