@@ -26,10 +26,10 @@ $(STAMP): pyproject.toml
 run: install
 	$(PY) train.py --run-dir $(RUN)
 	$(CLI) registry --run-dir $(RUN)
-	$(CLI) generate "Sunday 12 March: lemon risotto for 4" --max-new-bytes 160 --temperature 0.7 --seed 1 --run-dir $(RUN)
+	$(CLI) generate "$$(printf 'Tuesday 9 May: lemon risotto for 4\nFor 4 people, ready in 30 minutes.\nIngredients:')" --max-new-bytes 160 --temperature 0.7 --seed 1 --run-dir $(RUN)
 	$(CLI) generate "Forecast for Lisbon by" --max-new-bytes 160 --temperature 0.7 --seed 1 --run-dir $(RUN)
-	$(CLI) score "Ingredients: 200 g rice, 1 lemon, 50 g butter." --run-dir $(RUN)
-	$(CLI) score "On 3 May 2021, the parties agreed as follows." --run-dir $(RUN)
+	$(CLI) score "Forecast for Lisbon by Ana Silva, issued 07:15. Sunny and dry. Chance of rain 10%." --run-dir $(RUN)
+	$(CLI) score "On 3 May 2021, the parties agreed as follows. The Licensee shall pay all fees within 30 days." --run-dir $(RUN)
 	$(CLI) forget --record legal-000000 --dry-run --run-dir $(RUN)
 	$(CLI) forget --record legal-000000 --run-dir $(RUN)
 

@@ -71,7 +71,7 @@ class OptimConfig:
     lr: float = 3e-3  # peak learning rate (AdamW), linear warm-up then cosine decay
     weight_decay: float = 0.01
     warmup_steps: int = 20
-    batch_size: int = 4  # chunks per optimizer step
+    batch_size: int = 4  # longest examples per step: a step holds up to batch_size * longest bytes
     max_epochs: int = 2  # passes over the training records
     max_steps: int = -1  # stop after this many steps (-1: no limit)
 
@@ -88,7 +88,7 @@ class RouterTrainConfig(OptimConfig):
 @dataclass
 class TrainConfig:
     experts: list[str] | None = None  # train only these experts (others reused); null: all as needed
-    expert: OptimConfig = field(default_factory=OptimConfig)
+    expert: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3))
     router: RouterTrainConfig = field(default_factory=lambda: RouterTrainConfig(batch_size=32))
 
 
