@@ -233,6 +233,13 @@ def generate(
 
 @app.command()
 @user_errors
+def evaluate(run_dir: RunDir = DEFAULT_RUN_DIR, as_json: AsJson = False):
+    """Held-out bits per byte per source and router top-1 accuracy of the current version."""
+    emit(Run(run_dir, console=err).evaluate(), as_json, render_training)
+
+
+@app.command()
+@user_errors
 def score(
     text: Annotated[str, typer.Argument(help="Text to score ('-' reads stdin).")],
     run_dir: RunDir = DEFAULT_RUN_DIR,
@@ -253,16 +260,21 @@ def score(
 
 
 def render_training(m: dict) -> None:
+    """The held-out table of a manifest (or of `evaluate`), then the files a training run trained."""
     ev = m["eval"]
-    table = Table(title=f"version {m['version']}: held-out bits per byte", title_justify="left")
-    for col in ("source", "expert", "held-out records", "bits/byte"):
-        table.add_column(col, justify="right" if col != "source" else "left")
-    for source, bpb in ev["heldout_bpb"].items():
-        table.add_row(source, m["sources"][source], str(ev["heldout_records"][source]), f"{bpb:.3f}")
-    out.print(table)
-    accuracy = ", ".join(f"{k} bytes {v:.1%}" for k, v in ev["router_top1"].items())
-    out.print(f"router top-1 accuracy on held-out prefixes: {accuracy}")
-    out.print(f"trained {len(m['trained'])} files: {', '.join(m['trained']) or 'none'}")
+    if ev is None:  # a version built by a forget or drop job
+        out.print(f"version {m['version']} was not evaluated: run `moe-unlearn evaluate`")
+    else:
+        table = Table(title=f"version {m['version']}: held-out bits per byte", title_justify="left")
+        for col in ("source", "expert", "held-out records", "bits/byte"):
+            table.add_column(col, justify="right" if col != "source" else "left")
+        for source, bpb in ev["heldout_bpb"].items():
+            table.add_row(source, m["sources"][source], str(ev["heldout_records"][source]), f"{bpb:.3f}")
+        out.print(table)
+        accuracy = ", ".join(f"{k} bytes {v:.1%}" for k, v in ev["router_top1"].items())
+        out.print(f"router top-1 accuracy on held-out prefixes: {accuracy}")
+    if "trained" in m:
+        out.print(f"trained {len(m['trained'])} files: {', '.join(m['trained']) or 'none'}")
 
 
 def render_request_result(r: dict) -> None:

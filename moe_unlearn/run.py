@@ -28,7 +28,8 @@ from moe_unlearn.faults import crash_point
 from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.storage.registry import Registry, check_name
 from moe_unlearn.storage.versions import load_tensors, read_current, read_manifest, version_dir
-from moe_unlearn.training.pipeline import CONFIG_FILE, build_version, compose, split_stage
+from moe_unlearn.training.evaluate import evaluate
+from moe_unlearn.training.pipeline import CONFIG_FILE, build_version, compose, plan, split_stage
 from moe_unlearn.unlearning.job import run_queue, served_config, would_retrain
 from moe_unlearn.unlearning.oracle import verify_against_oracle
 from moe_unlearn.unlearning.requests import (
@@ -244,6 +245,13 @@ class Run:
             "expert_weights": {k: round(v, 4) for k, v in weights.items()},
             "version": manifest["version"],
         }
+
+    def evaluate(self) -> dict:
+        """Held-out bits per byte per source and router top-1 accuracy of the current version."""
+        model, manifest = self.load()
+        _, heldout = plan(self._open(None), self._served_config())
+        ev = evaluate(model, heldout, manifest["sources"])
+        return {"version": manifest["version"], "sources": manifest["sources"], "eval": ev}
 
     def score(self, text: str) -> dict:
         """Bits per byte of `text` under the composed model and the router's mean expert weights."""

@@ -28,8 +28,10 @@ class MixtureOfExperts(nn.Module):
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p of the next byte (B, T, 256), expert weights (B, T, n_experts)) for BOS-first inputs."""
         weights = expert_weights(self.router(inputs), self.top_k)  # (B, T, K)
-        log_p = torch.stack([e(inputs).float().log_softmax(-1) for e in self.experts], dim=2)  # (B, T, K, 256)
-        return torch.logsumexp(log_p + weights.log()[..., None], dim=2), weights
+        # Only experts the router picked somewhere in the batch run; the others would add exp(-inf) = 0.
+        used = (weights.flatten(0, 1) > 0).any(0).nonzero()[:, 0].tolist()
+        log_p = torch.stack([self.experts[i](inputs).float().log_softmax(-1) for i in used], dim=2)  # (B, T, k, 256)
+        return torch.logsumexp(log_p + weights[..., used].log()[..., None], dim=2), weights
 
     @torch.no_grad()
     def score(self, data: bytes) -> dict:

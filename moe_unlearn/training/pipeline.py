@@ -84,10 +84,12 @@ def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Rec
             kind="expert", expert=job.expert, config=chash, records=ids_digest(r.id for r in job.records)
         )
     previous = ""
+    opt = cfg.train.router
     for i, name in enumerate(experts):
-        records, labels = list(train_sets[name]), [i] * len(train_sets[name])
+        own = replay_sample(train_sets[name], cfg.seed, opt.stage_records) if opt.stage_records else train_sets[name]
+        records, labels = list(own), [i] * len(own)
         for j, earlier in enumerate(experts[:i]):
-            replay = replay_sample(train_sets[earlier], cfg.seed, cfg.train.router.replay_per_expert)
+            replay = replay_sample(train_sets[earlier], cfg.seed, -(-opt.replay_records // i))
             records += replay
             labels += [j] * len(replay)
         job = Job(f"router/stage_{i}.safetensors", "router-stage", name, i, records, labels)
@@ -118,9 +120,11 @@ def build_version(
     only: list[str] | None = None,
     console: Console | None = None,
     keep_logs: bool = True,
+    evaluate_heldout: bool = True,
 ) -> dict:
     """Train what changed into versions/<n+1>, switch `current` to it, delete older versions.
     Returns the new manifest (or the current one, unchanged, when nothing needs training).
+    `evaluate_heldout=False` leaves the manifest's `eval` empty (reporting only; see `evaluate`).
 
     A build interrupted by a crash is picked up where it stopped: files it finished (listed in the
     unfinished version's progress file, sha256 checked) are kept when their lineage still matches."""
@@ -215,8 +219,9 @@ def build_version(
             previous_stage = split_stage(tensors)
         files[job.path] = entry
 
-    model = compose(cfg, {e: state[e]() for e in experts}, previous_stage[0])
-    console.print("evaluating on held-out records ...")
+    if evaluate_heldout:
+        console.print("evaluating on held-out records ...")
+        model = compose(cfg, {e: state[e]() for e in experts}, previous_stage[0])
     manifest = {
         "version": n,
         "parent": current,
@@ -229,7 +234,7 @@ def build_version(
         "top_k": cfg.model.router.top_k,
         "files": files,
         "trained": [path for path, e in files.items() if e["trained_in_version"] == n],
-        "eval": evaluate(model, heldout, source_map),
+        "eval": evaluate(model, heldout, source_map) if evaluate_heldout else None,
     }
     write_manifest(vdir, manifest)
     if not keep_logs:

@@ -81,7 +81,10 @@ def run_queue(run_dir: Path, registry: Registry, console: Console) -> list[str]:
     console.print(f"job: {len(ids)} request(s) {', '.join(ids)}")
 
     cfg = served_config(run_dir)
-    manifest = build_version(run_dir, registry, cfg, console=console, keep_logs=False) if cfg else None
+    # No held-out evaluation: a deletion should cost what its retraining costs (`evaluate` reports).
+    manifest = (
+        build_version(run_dir, registry, cfg, console=console, keep_logs=False, evaluate_heldout=False) if cfg else None
+    )
     _set_step(registry, ids, "switched")
     deleted = scrub(run_dir, registry, ids)
     _set_step(registry, ids, "scrubbed")

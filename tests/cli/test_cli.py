@@ -54,6 +54,23 @@ def test_api_and_cli_agree(tiny_run_dir):
     assert json.loads(cli("registry", "--run-dir", tiny_run_dir, "--json").stdout) == json.loads(json.dumps(api.info()))
 
 
+def test_evaluate_reports_what_training_reported(tiny_run_dir):
+    trained = Run(tiny_run_dir).info()["manifest"]["eval"]
+    result = cli("evaluate", "--run-dir", tiny_run_dir, "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["eval"] == trained
+    assert "held-out bits per byte" in cli("evaluate", "--run-dir", tiny_run_dir).stdout
+
+
+def test_forget_skips_evaluation_and_evaluate_fills_in(tiny_copy):
+    run = Run(tiny_copy)
+    run.forget(records=["recipes-000001"])
+    assert run.info()["manifest"]["eval"] is None
+    result = cli("evaluate", "--run-dir", tiny_copy, "--json")
+    assert result.returncode == 0, result.stderr
+    assert set(json.loads(result.stdout)["eval"]["heldout_bpb"]) == {"recipes", "weather", "code"}
+
+
 def test_score_reads_stdin(tiny_run_dir):
     piped = json.loads(cli("score", "-", "--run-dir", tiny_run_dir, "--json", input="Preheat the oven.").stdout)
     direct = json.loads(cli("score", "Preheat the oven.", "--run-dir", tiny_run_dir, "--json").stdout)
@@ -92,7 +109,7 @@ def test_typo_in_config_trains_nothing(tmp_path):
 def test_help_lists_the_commands():
     result = cli("--help")
     assert result.returncode == 0
-    for command in ("train", "ingest", "registry", "generate", "score"):
+    for command in ("train", "ingest", "registry", "generate", "score", "evaluate", "forget", "drop", "verify"):
         assert command in result.stdout
 
 

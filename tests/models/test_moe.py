@@ -124,6 +124,23 @@ def test_top_1_mixture_is_the_chosen_expert() -> None:
         torch.testing.assert_close(log_p[0, t], per_expert[e][t], rtol=0, atol=1e-6)
 
 
+def test_experts_the_router_never_picks_do_not_run() -> None:
+    m = make_moe(top_k=1)
+    with torch.no_grad():
+        m.router.head.bias[0] = 100.0  # expert 0 everywhere
+
+    def unused(inputs):
+        raise AssertionError("an expert with zero weight everywhere ran")
+
+    for expert in m.experts[1:]:
+        expert.forward = unused
+    inputs = bos_inputs(random_bytes(24, seed=5))
+    with torch.no_grad():
+        log_p, _ = m(inputs)
+        expected = m.experts[0](inputs).float().log_softmax(-1)
+    torch.testing.assert_close(log_p, expected, rtol=0, atol=1e-6)
+
+
 # --- score -----------------------------------------------------------------------------------------
 
 

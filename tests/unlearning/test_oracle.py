@@ -8,7 +8,7 @@ import json
 import pytest
 
 from moe_unlearn import Run, UserError
-from moe_unlearn.data.splits import is_heldout
+from moe_unlearn.data.splits import is_heldout, replay_sample
 from moe_unlearn.unlearning.job import served_config
 from tests.conftest import TINY
 
@@ -47,6 +47,22 @@ def test_forget_retrains_exactly_the_expert_and_later_stages_and_equals_the_orac
         assert after[unchanged] == before[unchanged]
     assert after["experts/weather.safetensors"] != before["experts/weather.safetensors"]
     assert_equal_to_oracle(tiny_copy, tmp_path)
+
+
+def test_stages_rerun_only_when_the_forgotten_record_was_in_their_sample(tmp_path):
+    run_dir = tmp_path / "run"
+    run = Run(run_dir)
+    run.train(TINY, ["train.router.stage_records=10"])
+    trained = ids_of(run_dir, "weather")[0]
+    records = [r for r in run._open(None).records(["weather"]) if r.id in trained]
+    sampled = {r.id for r in replay_sample(records, served_config(run_dir).seed, 10)}
+    cert = run.forget(records=[next(i for i in trained if i not in sampled)])
+    assert cert["retrained"]["experts"] == ["weather"]
+    assert cert["retrained"]["router_stages"] == []  # every stage's training set is unchanged
+    assert_equal_to_oracle(run_dir, tmp_path)
+    cert = run.forget(records=[sorted(sampled)[0]])
+    assert cert["retrained"]["router_stages"] == [1, 2]
+    assert_equal_to_oracle(run_dir, tmp_path / "again")
 
 
 def test_forgetting_a_heldout_record_retrains_nothing_but_deletes_it(tiny_copy):
