@@ -1,0 +1,1 @@
+"""Proof of forgetting: membership inference, canary exposure and extraction, router stability."""

@@ -1,0 +1,89 @@
+"""What the audit measures on a model: per-record membership scores, canary likelihoods, exposure,
+extraction and router agreement. Functions of (model, data); the numbers go to audit.metrics."""
+
+import math
+
+import torch
+
+from moe_unlearn.audit.metrics import exposure, extrapolated_exposure, loss_score, min_k_score, zlib_score
+from moe_unlearn.data.corpus import Canary, canary_candidates
+from moe_unlearn.data.datamodule import chunks, lm_example
+from moe_unlearn.models.expert import BOS
+from moe_unlearn.models.moe import MixtureOfExperts
+
+LN2 = math.log(2)
+
+
+@torch.no_grad()
+def byte_log_probs(model: MixtureOfExperts, data: bytes) -> torch.Tensor:
+    """Natural log-probability of every byte of `data`, chunked as in training (BOS starts each chunk)."""
+    out = []
+    for chunk in chunks(data, model.block_size):
+        inputs, targets = lm_example(chunk)
+        log_p, _ = model(inputs[None])
+        out.append(log_p[0].gather(-1, targets[:, None])[:, 0])
+    return torch.cat(out) if out else torch.zeros(0)
+
+
+def membership_scores(model: MixtureOfExperts, texts: list[str], k: float = 0.2) -> dict[str, list[float]]:
+    """Per text: bits per byte and the loss, zlib-ratio and Min-K% scores (higher = more member-like)."""
+    scores = {"bits_per_byte": [], "loss": [], "zlib": [], "min_k": []}
+    for text in texts:
+        data = text.encode("utf-8")
+        lp = byte_log_probs(model, data)
+        bits = -lp.double().sum().item() / LN2
+        scores["bits_per_byte"].append(bits / len(data))
+        scores["loss"].append(loss_score(bits / len(data)))
+        scores["zlib"].append(zlib_score(bits, data))
+        scores["min_k"].append(min_k_score(lp, k))
+    return scores
+
+
+@torch.no_grad()
+def continuation_log_probs(
+    model: MixtureOfExperts, prefix: bytes, continuations: list[bytes], batch_size: int = 512
+) -> list[float]:
+    """log p(continuation | prefix) in nats for continuations of one length, batched."""
+    if len({len(c) for c in continuations}) > 1:
+        raise ValueError("continuations must have equal lengths")
+    n = len(continuations[0]) if continuations else 0
+    if 1 + len(prefix) + n > model.block_size + 1:
+        raise ValueError(f"prefix and continuation exceed the model's {model.block_size}-byte context")
+    out = []
+    for start in range(0, len(continuations), batch_size):
+        part = continuations[start : start + batch_size]
+        seqs = torch.tensor([[BOS, *prefix, *c] for c in part])
+        log_p, _ = model(seqs[:, :-1])
+        targets = seqs[:, 1 + len(prefix) :]
+        out += log_p[:, len(prefix) :].gather(-1, targets[..., None])[..., 0].double().sum(-1).tolist()
+    return out
+
+
+def canary_exposure(model: MixtureOfExperts, canary: Canary, candidates: int = 4096, seed: int = 0) -> dict:
+    """Exposure of `canary`'s secret among `candidates` uniformly sampled other secrets (sampled rank
+    and Carlini et al.'s extrapolation); the secret's trailing '.' is scored too."""
+    others = canary_candidates(canary, candidates, seed)
+    prefix = canary.prefix.encode()
+    true_lp, *lps = continuation_log_probs(model, prefix, [f"{s}.".encode() for s in [canary.secret, *others]])
+    return {
+        "exposure": exposure(true_lp, lps),
+        "exposure_extrapolated": extrapolated_exposure(true_lp, lps),
+        "log_prob": true_lp,
+        "candidates": len(lps),
+    }
+
+
+def extracts(model: MixtureOfExperts, canary: Canary) -> bool:
+    """Greedy decoding from the canary's prefix reproduces its secret."""
+    new, _ = model.generate(canary.prefix.encode(), len(canary.secret), temperature=0)
+    return new == canary.secret.encode()
+
+
+@torch.no_grad()
+def router_agreement(before: MixtureOfExperts, after: MixtureOfExperts, prefixes: list[bytes]) -> float:
+    """Share of prefixes whose top-1 expert (by name) is the same under both models."""
+    if not prefixes:
+        return float("nan")
+    top_before = [before.names[i] for i in before.route(prefixes).argmax(-1).tolist()]
+    top_after = [after.names[i] for i in after.route(prefixes).argmax(-1).tolist()]
+    return sum(a == b for a, b in zip(top_before, top_after, strict=True)) / len(prefixes)
