@@ -7,22 +7,10 @@ import torch
 
 from moe_unlearn.audit.metrics import exposure, extrapolated_exposure, loss_score, min_k_score, zlib_score
 from moe_unlearn.data.corpus import Canary, canary_candidates
-from moe_unlearn.data.datamodule import chunks, lm_example
 from moe_unlearn.models.expert import BOS
 from moe_unlearn.models.moe import MixtureOfExperts
 
 LN2 = math.log(2)
-
-
-@torch.no_grad()
-def byte_log_probs(model: MixtureOfExperts, data: bytes) -> torch.Tensor:
-    """Natural log-probability of every byte of `data`, chunked as in training (BOS starts each chunk)."""
-    out = []
-    for chunk in chunks(data, model.block_size):
-        inputs, targets = lm_example(chunk)
-        log_p, _ = model(inputs[None])
-        out.append(log_p[0].gather(-1, targets[:, None])[:, 0])
-    return torch.cat(out) if out else torch.zeros(0)
 
 
 def membership_scores(model: MixtureOfExperts, texts: list[str], k: float = 0.2) -> dict[str, list[float]]:
@@ -30,10 +18,10 @@ def membership_scores(model: MixtureOfExperts, texts: list[str], k: float = 0.2)
     scores = {"bits_per_byte": [], "loss": [], "zlib": [], "min_k": []}
     for text in texts:
         data = text.encode("utf-8")
-        lp = byte_log_probs(model, data)
+        lp, _ = model.byte_log_probs(data)
         bits = -lp.double().sum().item() / LN2
         scores["bits_per_byte"].append(bits / len(data))
-        scores["loss"].append(loss_score(bits / len(data)))
+        scores["loss"].append(loss_score(scores["bits_per_byte"][-1]))
         scores["zlib"].append(zlib_score(bits, data))
         scores["min_k"].append(min_k_score(lp, k))
     return scores
@@ -47,7 +35,7 @@ def continuation_log_probs(
     if len({len(c) for c in continuations}) > 1:
         raise ValueError("continuations must have equal lengths")
     n = len(continuations[0]) if continuations else 0
-    if 1 + len(prefix) + n > model.block_size + 1:
+    if len(prefix) + n > model.block_size:
         raise ValueError(f"prefix and continuation exceed the model's {model.block_size}-byte context")
     out = []
     for start in range(0, len(continuations), batch_size):

@@ -75,19 +75,10 @@ def mann_whitney(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
     if n1 == 0 or n2 == 0:
         raise ValueError("the test needs samples on both sides")
     values = torch.tensor([*a, *b], dtype=torch.float64)
-    order = values.argsort()
-    ranks = torch.empty_like(values)
-    sorted_values = values[order]
-    i = 0
-    ties = 0.0
-    while i < len(values):  # average ranks over ties
-        j = i
-        while j + 1 < len(values) and sorted_values[j + 1] == sorted_values[i]:
-            j += 1
-        ranks[order[i : j + 1]] = (i + j) / 2 + 1
-        t = j - i + 1
-        ties += t**3 - t
-        i = j + 1
+    _, inverse, counts = values.unique(return_inverse=True, return_counts=True)
+    ends = counts.cumsum(0).double()
+    ranks = (ends - (counts - 1) / 2)[inverse]  # 1-based ranks, averaged over ties
+    ties = (counts.double() ** 3 - counts).sum().item()
     u = ranks[:n1].sum().item() - n1 * (n1 + 1) / 2
     n = n1 + n2
     variance = n1 * n2 / 12 * ((n + 1) - ties / (n * (n - 1)))

@@ -34,19 +34,25 @@ class MixtureOfExperts(nn.Module):
         return torch.logsumexp(log_p + weights[..., used].log()[..., None], dim=2), weights
 
     @torch.no_grad()
-    def score(self, data: bytes) -> dict:
-        """Bits per byte of `data` and the router's mean weight per expert over its bytes."""
-        total_bits, weight_sum = 0.0, torch.zeros(len(self.names))
+    def byte_log_probs(self, data: bytes) -> tuple[torch.Tensor, torch.Tensor]:
+        """(natural log p of every byte of `data` (N,), expert weights used for it (N, n_experts)),
+        chunk by chunk as in training (BOS starts every chunk)."""
+        log_probs, weights = [torch.zeros(0)], [torch.zeros(0, len(self.names))]
         for chunk in chunks(data, self.block_size):
             inputs, targets = lm_example(chunk)
-            log_p, weights = self(inputs[None])
-            total_bits -= log_p[0].gather(-1, targets[:, None]).sum().item() / math.log(2)
-            weight_sum += weights[0].sum(0)
+            log_p, w = self(inputs[None])
+            log_probs.append(log_p[0].gather(-1, targets[:, None])[:, 0])
+            weights.append(w[0])
+        return torch.cat(log_probs), torch.cat(weights)
+
+    def score(self, data: bytes) -> dict:
+        """Bits per byte of `data` and the router's mean weight per expert over its bytes."""
+        log_probs, weights = self.byte_log_probs(data)
         n = len(data)
         return {
-            "bits_per_byte": total_bits / n if n else float("nan"),
+            "bits_per_byte": -log_probs.double().sum().item() / math.log(2) / n if n else float("nan"),
             "bytes": n,
-            "expert_weights": dict(zip(self.names, (weight_sum / max(n, 1)).tolist(), strict=True)),
+            "expert_weights": dict(zip(self.names, (weights.sum(0) / max(n, 1)).tolist(), strict=True)),
         }
 
     @torch.no_grad()

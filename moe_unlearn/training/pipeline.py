@@ -9,6 +9,7 @@ files. The new version is built beside the old one and goes live with an atomic 
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
@@ -89,7 +90,7 @@ def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Rec
         own = replay_sample(train_sets[name], cfg.seed, opt.stage_records) if opt.stage_records else train_sets[name]
         records, labels = list(own), [i] * len(own)
         for j, earlier in enumerate(experts[:i]):
-            replay = replay_sample(train_sets[earlier], cfg.seed, -(-opt.replay_records // i))
+            replay = replay_sample(train_sets[earlier], cfg.seed, math.ceil(opt.replay_records / i))
             records += replay
             labels += [j] * len(replay)
         job = Job(f"router/stage_{i}.safetensors", "router-stage", name, i, records, labels)
@@ -219,9 +220,10 @@ def build_version(
             previous_stage = split_stage(tensors)
         files[job.path] = entry
 
+    ev = None
     if evaluate_heldout:
         console.print("evaluating on held-out records ...")
-        model = compose(cfg, {e: state[e]() for e in experts}, previous_stage[0])
+        ev = evaluate(compose(cfg, {e: state[e]() for e in experts}, previous_stage[0]), heldout, source_map)
     manifest = {
         "version": n,
         "parent": current,
@@ -234,7 +236,7 @@ def build_version(
         "top_k": cfg.model.router.top_k,
         "files": files,
         "trained": [path for path, e in files.items() if e["trained_in_version"] == n],
-        "eval": evaluate(model, heldout, source_map) if evaluate_heldout else None,
+        "eval": ev,
     }
     write_manifest(vdir, manifest)
     if not keep_logs:

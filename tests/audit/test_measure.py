@@ -6,7 +6,6 @@ import pytest
 import torch
 
 from moe_unlearn.audit.measure import (
-    byte_log_probs,
     canary_exposure,
     continuation_log_probs,
     extracts,
@@ -25,7 +24,7 @@ def moe():
 
 def test_continuation_log_prob_is_the_sum_over_its_bytes(moe):
     prefix, cont = b"Door code: ", b"a1b2c3."
-    whole = byte_log_probs(moe, prefix + cont)
+    whole, _ = moe.byte_log_probs(prefix + cont)
     (lp,) = continuation_log_probs(moe, prefix, [cont])
     assert lp == pytest.approx(whole[len(prefix) :].double().sum().item(), abs=1e-4)
 
