@@ -78,19 +78,22 @@ class OptimConfig:
 
 @dataclass
 class RouterTrainConfig(OptimConfig):
-    prefix_bytes: int = 128  # router stages train on the first bytes of each record
+    prefix_bytes: int = 96  # router stages train on the first bytes of each record
+    label_stride: int = 4  # classify every n-th position of a prefix (and its last)
     stage_records: int = 600  # the stage's own expert: a seeded sample of its retained records (0: all)
     replay_records: int = 2400  # retained records of the earlier experts replayed per stage, shared evenly
     ewc_lambda: float = 1.0  # EWC penalty strength
     ewc_gamma: float = 1.0  # online EWC decay of the accumulated Fisher
-    fisher_samples: int = 128  # records per stage used for the exact per-sample Fisher
+    fisher_samples: int = 16  # records per stage used for the exact per-sample Fisher
 
 
 @dataclass
 class TrainConfig:
     experts: list[str] | None = None  # train only these experts (others reused); null: all as needed
     expert: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3))
-    router: RouterTrainConfig = field(default_factory=lambda: RouterTrainConfig(lr=5e-3, batch_size=64, max_epochs=1))
+    router: RouterTrainConfig = field(
+        default_factory=lambda: RouterTrainConfig(lr=3e-2, warmup_steps=10, batch_size=128, max_epochs=1)
+    )
 
 
 @dataclass
@@ -183,6 +186,7 @@ def validate(config: Config) -> None:
         (m.router.top_k >= 1, "model.router.top_k must be at least 1"),
         (config.trainer.threads >= 1, "trainer.threads must be at least 1"),
         (config.train.router.prefix_bytes >= 1, "train.router.prefix_bytes must be at least 1"),
+        (config.train.router.label_stride >= 1, "train.router.label_stride must be at least 1"),
         (config.train.router.stage_records >= 0, "train.router.stage_records must be 0 (all) or more"),
         (config.train.router.replay_records >= 0, "train.router.replay_records must be 0 or more"),
     ]

@@ -26,7 +26,7 @@ def chunks(data: bytes, block_size: int) -> list[bytes]:
 
 def lm_example(chunk: bytes) -> tuple[torch.Tensor, torch.Tensor]:
     """(inputs, targets): inputs are BOS + chunk[:-1], targets the chunk's bytes."""
-    targets = torch.tensor(list(chunk), dtype=torch.long)
+    targets = torch.frombuffer(bytearray(chunk), dtype=torch.uint8).long()
     inputs = torch.cat([torch.tensor([BOS]), targets[:-1]])
     return inputs, targets
 
@@ -147,13 +147,18 @@ def expert_dataset(records: list[Record], block_size: int) -> ExampleDataset:
     return ExampleDataset(keys, examples)
 
 
-def router_dataset(records: list[Record], labels: list[int], prefix_bytes: int) -> ExampleDataset:
-    """Routing examples: the first `prefix_bytes` bytes of each record, every position labelled with the
-    record's expert index (inputs BOS + bytes, so position t sees bytes < t)."""
+def router_dataset(
+    records: list[Record], labels: list[int], prefix_bytes: int, label_stride: int = 1
+) -> ExampleDataset:
+    """Routing examples: the first `prefix_bytes` bytes of each record (inputs BOS + bytes, so position
+    t sees bytes < t), labelled with the record's expert index at every `label_stride`-th position and
+    the last; the other positions are IGNORE (not classified: their neighbours carry the same signal)."""
     keys, examples = [], []
     for r, label in zip(records, labels, strict=True):
-        data = r.text.encode("utf-8")[:prefix_bytes]
-        inputs, _ = lm_example(data)
+        inputs, _ = lm_example(r.text.encode("utf-8")[:prefix_bytes])
+        targets = torch.full_like(inputs, IGNORE)
+        targets[::label_stride] = label
+        targets[-1] = label
         keys.append(r.id)
-        examples.append((inputs, torch.full_like(inputs, label)))
+        examples.append((inputs, targets))
     return ExampleDataset(keys, examples)

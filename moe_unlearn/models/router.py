@@ -41,14 +41,34 @@ class Router(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         """`inputs[:, t]` is BOS for t = 0 and byte t-1 after: logits at t see bytes < t only."""
+        return self.classify(self.features(inputs))  # (B, T, n_experts)
+
+    def features(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The running means m_t, (B, T, C), that the decision at each position is made from."""
         prior = self.prior.expand(inputs.shape[0], 1, -1)
         if inputs.shape[1] == 1:  # BOS alone: only the learned prior
-            return self.head(self.mlp(prior))
-        e = self.embed(inputs[:, 1:]).transpose(1, 2)  # (B, C, T-1): the bytes x_0..x_{T-2}
-        u = F.gelu(self.conv(F.pad(e, (self.cfg.kernel - 1, 0)))).transpose(1, 2)  # (B, T-1, C), causal
+            return prior
+        u = F.gelu(self._causal_conv(inputs[:, 1:]))  # (B, T-1, C): u_s from the bytes x_0..x_{T-2}
         sums = torch.cat([prior, u], dim=1).cumsum(dim=1)  # (B, T, C): prior + sum of u_s for s < t
         counts = torch.arange(1, inputs.shape[1] + 1, device=inputs.device, dtype=sums.dtype)
-        return self.head(self.mlp(sums / counts[None, :, None]))  # (B, T, n_experts)
+        return sums / counts[None, :, None]
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        """Expert logits from running means, any leading shape."""
+        return self.head(self.mlp(features))
+
+    def _causal_conv(self, data: torch.Tensor) -> torch.Tensor:
+        """`conv` over `embed(data)`, zero-padded on the left, computed as table lookups: both are
+        linear, so tap j of the kernel is the table embed.weight @ conv.weight[:, :, j].T indexed by
+        the byte. Same parameters and maths as Conv1d, without its (slow on CPU) backward."""
+        k = self.cfg.kernel
+        tables = torch.einsum("vc,ocj->jvo", self.embed.weight, self.conv.weight)  # (k, V+1, C)
+        tables = F.pad(tables, (0, 0, 0, 1))  # an all-zero last row: the left padding
+        pad_index = tables.shape[1] - 1
+        padded = F.pad(data, (k - 1, 0), value=pad_index)  # (B, k-1+T)
+        offsets = torch.arange(k, device=data.device) * tables.shape[1]
+        windows = padded.unfold(1, k, 1) + offsets  # (B, T, k): tap j reads byte t-(k-1)+j
+        return F.embedding(windows, tables.flatten(0, 1)).sum(dim=2) + self.conv.bias
 
     def grow(self, generator: torch.Generator) -> "Router":
         """A copy with one more head row (a new expert), the new row drawn from `generator`."""

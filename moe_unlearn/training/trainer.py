@@ -108,7 +108,8 @@ def train_router_stage(
         router.load_state_dict(anchor)
         router = router.grow(torch.Generator().manual_seed(seed))
     if index > 0:
-        data = ExampleDataModule(router_dataset(records, labels, opt.prefix_bytes), opt.batch_size, seed)
+        examples = router_dataset(records, labels, opt.prefix_bytes, opt.label_stride)
+        data = ExampleDataModule(examples, opt.batch_size, seed)
         fit(RouterStage(router, opt, anchor, fisher, opt.ewc_lambda), data, cfg, opt, log_dir, f"router-{index}")
     router = router.cpu()
     sample = sorted(records, key=lambda r: unit_hash(seed, "fisher", r.id))[: opt.fisher_samples]

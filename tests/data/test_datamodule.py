@@ -45,3 +45,15 @@ def test_batches_pad_to_their_longest_example():
     inputs, targets = pad_collate([data[0], data[1]])
     assert inputs.tolist() == [[1, 2, 3], [5, 0, 0]]
     assert targets.tolist() == [[2, 3, 4], [6, -100, -100]]
+
+
+def test_router_examples_label_every_stride_th_position_and_the_last():
+    from moe_unlearn.data.datamodule import IGNORE, router_dataset
+    from moe_unlearn.data.records import Record
+
+    records = [Record("a-1", "a", "x" * 50), Record("b-1", "b", "yz")]
+    data = router_dataset(records, [0, 1], prefix_bytes=10, label_stride=4)
+    inputs, labels = data[0]
+    assert len(inputs) == 10  # BOS + the first 9 bytes: position t sees bytes < t
+    assert labels.tolist() == [0, IGNORE, IGNORE, IGNORE, 0, IGNORE, IGNORE, IGNORE, 0, 0]
+    assert data[1][1].tolist() == [1, 1]  # a short record: BOS and its last position
