@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from moe_unlearn.audit.report import summary_rows
 from moe_unlearn.errors import UserError
 from moe_unlearn.run import DEFAULT_RUN_DIR, Run
 from moe_unlearn.unlearning.certificate import summary as certificate_summary
@@ -116,6 +117,13 @@ def forget(
     deadline: Annotated[str | None, typer.Option("--deadline", help="Legal deadline (ISO date), recorded.")] = None,
     resume: Annotated[str | None, typer.Option("--resume", help="Finish the pending request with this id.")] = None,
     no_wait: Annotated[bool, typer.Option("--no-wait", help="Queue the request and return.")] = False,
+    audit: Annotated[
+        bool, typer.Option("--audit", help="Measure before/after while the text exists (see `audit`).")
+    ] = False,
+    method: Annotated[
+        str,
+        typer.Option("--method", help="exact (default); gradient-ascent or nabla-tau: approximate, for contrast."),
+    ] = "exact",
     run_dir: RunDir = DEFAULT_RUN_DIR,
     as_json: AsJson = False,
 ):
@@ -134,8 +142,15 @@ def forget(
             dry_run=dry_run,
             deadline=deadline,
             wait=not no_wait,
+            audit=audit,
+            method=method,
         )
+    report = run.audit(result["request_id"]) if audit and "statement" in result else None
+    if report is not None and as_json:
+        result = {**result, "audit_files": report["files"]}
     emit(result, as_json, render_request_result)
+    if report is not None and not as_json:
+        render_audit(report)
 
 
 @app.command()
@@ -212,6 +227,19 @@ def verify(
 
 @app.command()
 @user_errors
+def audit(
+    request: Annotated[str, typer.Option("--request", help="Id of a request forgotten with --audit.")],
+    out_dir: Annotated[Path | None, typer.Option("--out", help="Where to write (default: RUN_DIR/audits/ID).")] = None,
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+    as_json: AsJson = False,
+):
+    """Report on a forget: membership inference, canary exposure and extraction, router agreement,
+    timings (audit.json, audit.md and plots), from the numbers measured at forget time."""
+    emit(Run(run_dir, console=err).audit(request, out_dir), as_json, render_audit)
+
+
+@app.command()
+@user_errors
 def generate(
     prompt: Annotated[str, typer.Argument(help="Text to continue (may be empty).")],
     max_new_bytes: Annotated[int, typer.Option("--max-new-bytes", "-n", min=0, max=100_000)] = 200,
@@ -275,6 +303,16 @@ def render_training(m: dict) -> None:
         out.print(f"router top-1 accuracy on held-out prefixes: {accuracy}")
     if "trained" in m:
         out.print(f"trained {len(m['trained'])} files: {', '.join(m['trained']) or 'none'}")
+
+
+def render_audit(r: dict) -> None:
+    table = Table(title=f"audit of {r['request']} ({r['method']})")
+    for column in ("measure", "before", "after"):
+        table.add_column(column)
+    for row in summary_rows(r):
+        table.add_row(*row)
+    out.print(table)
+    out.print(f"report: {Path(r['files'][0]).parent}/ ({', '.join(Path(p).name for p in r['files'])})", highlight=False)
 
 
 def render_request_result(r: dict) -> None:

@@ -20,13 +20,15 @@ from pathlib import Path
 
 from rich.console import Console
 
+from moe_unlearn.audit.collect import add_privleak
+from moe_unlearn.audit.report import write_report
 from moe_unlearn.config import Config, config_from_yaml, load_config
 from moe_unlearn.data.corpus import generate_corpus
 from moe_unlearn.data.ingest import read_files
 from moe_unlearn.errors import UserError
 from moe_unlearn.faults import crash_point
 from moe_unlearn.models.moe import MixtureOfExperts
-from moe_unlearn.storage.registry import Registry, check_name
+from moe_unlearn.storage.registry import Registry, check_name, now
 from moe_unlearn.storage.versions import load_tensors, read_current, read_manifest, version_dir
 from moe_unlearn.training.evaluate import evaluate
 from moe_unlearn.training.pipeline import CONFIG_FILE, build_version, compose, plan, split_stage
@@ -39,9 +41,10 @@ from moe_unlearn.unlearning.requests import (
     resolve_drop,
     resolve_forget,
 )
-from moe_unlearn.unlearning.scrub import LOCK_FILE, REGISTRY_FILE
+from moe_unlearn.unlearning.scrub import AUDITS_DIR, LOCK_FILE, REGISTRY_FILE
 
 DEFAULT_RUN_DIR = Path("checkpoints/default")
+METHODS = ("exact", "gradient-ascent", "nabla-tau")
 
 
 class Run:
@@ -126,10 +129,16 @@ class Run:
         dry_run: bool = False,
         deadline: str | None = None,
         wait: bool = True,
+        audit: bool = False,
+        method: str = "exact",
     ) -> dict:
         """Forget records exactly: tombstone them, retrain each affected expert once and the router
         stages from the earliest affected one, switch, scrub, certify. Returns the certificate (or, with
-        `dry_run`, what would be removed and retrained; with `wait=False`, the queued request)."""
+        `dry_run`, what would be removed and retrained; with `wait=False`, the queued request).
+        `audit` measures the versions before and after while the text still exists (see `audit`);
+        `method` "gradient-ascent" or "nabla-tau" makes an approximate version instead, for contrast."""
+        if method not in METHODS:
+            raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
         registry = self._open(None)
         deadline = parse_deadline(deadline)
         finished = self._finish_unfinished(registry)
@@ -145,6 +154,7 @@ class Run:
             if finished and match is not None:
                 raise UserError(f"{e} (interrupted requests {', '.join(finished)} were just completed)") from None
             raise
+        payload = {**payload, "audit": audit, "method": method}
         return self._submit(registry, "forget", payload, rows, deadline, dry_run, wait)
 
     def drop(
@@ -193,7 +203,54 @@ class Run:
         with self._lock(wait=True):
             registry = self._open(None)
             self._served_config()
-            return verify_against_oracle(self.run_dir, registry, work_dir, self.console)
+            result = verify_against_oracle(self.run_dir, registry, work_dir, self.console)
+            with registry.transaction():  # what `audit` reports as the oracle check of this version
+                registry.set_meta(f"verify:{result['version']}", json.dumps({**result, "at": now()}))
+            return result
+
+    def audit(self, request_id: str, out_dir: str | Path | None = None) -> dict:
+        """The audit report of a request forgotten with `audit=True`: the numbers measured at forget time,
+        privleak, timings and the oracle check (`verify`, when run on that version), written as
+        audit.json, audit.md and PNG plots to `out_dir` (default: audits/<request id>/ in the run directory)."""
+        registry = self._open(None)
+        request = registry.request(request_id)
+        if request is None:
+            raise UserError(f"unknown request {request_id!r}")
+        numbers = (request["result"] or {}).get("audit")
+        if numbers is None:
+            if request["status"] != "done":
+                raise UserError(f"request {request_id} is {request['status']}: audit it once it is done")
+            raise UserError(f"request {request_id} was not audited: forget with --audit to measure it")
+        after = numbers["versions"]["after"]
+        exact = numbers["method"] == "exact"
+        verified = registry.get_meta(f"verify:{after}")
+        verify = json.loads(verified) if verified else None
+        oracle = "after-model: bit-identical to retraining from scratch by construction" if exact else None
+        if verify is not None and verify["equal"]:
+            oracle = "after-model: `verify` found it bit-identical to a model trained from scratch"
+        manifest = registry.manifest(after)
+        certificate = self.certificate(request_id)
+        trained = [e.get("train_seconds", 0.0) for p, e in manifest["files"].items() if p in manifest["trained"]]
+        report = {
+            **numbers,
+            "request": request_id,
+            "exact": exact,
+            "membership": add_privleak(numbers, oracle),
+            "timings": {
+                "forget_seconds": round(certificate["wall_seconds"] - numbers["audit_seconds"], 1),
+                "audit_seconds": numbers["audit_seconds"],
+                "trained_seconds": round(sum(trained), 1),
+                "full_retrain_seconds": round(sum(e.get("train_seconds", 0.0) for e in manifest["files"].values()), 1),
+                "oracle_seconds": verify["oracle_seconds"] if verify else None,
+            },
+            "checks": {
+                "current_version": read_current(self.run_dir),
+                "verify": None if verify is None else {k: verify[k] for k in ("equal", "comparable", "oracle_seconds")},
+            },
+        }
+        out = Path(out_dir) if out_dir else self.run_dir / AUDITS_DIR / request_id
+        files = write_report(out, report)
+        return {**report, "files": [str(p) for p in files]}
 
     # --- inspection -------------------------------------------------------------------------------
 

@@ -27,32 +27,12 @@ def membership_scores(model: MixtureOfExperts, texts: list[str], k: float = 0.2)
     return scores
 
 
-@torch.no_grad()
-def continuation_log_probs(
-    model: MixtureOfExperts, prefix: bytes, continuations: list[bytes], batch_size: int = 512
-) -> list[float]:
-    """log p(continuation | prefix) in nats for continuations of one length, batched."""
-    if len({len(c) for c in continuations}) > 1:
-        raise ValueError("continuations must have equal lengths")
-    n = len(continuations[0]) if continuations else 0
-    if len(prefix) + n > model.block_size:
-        raise ValueError(f"prefix and continuation exceed the model's {model.block_size}-byte context")
-    out = []
-    for start in range(0, len(continuations), batch_size):
-        part = continuations[start : start + batch_size]
-        seqs = torch.tensor([[BOS, *prefix, *c] for c in part])
-        log_p, _ = model(seqs[:, :-1])
-        targets = seqs[:, 1 + len(prefix) :]
-        out += log_p[:, len(prefix) :].gather(-1, targets[..., None])[..., 0].double().sum(-1).tolist()
-    return out
-
-
 def canary_exposure(model: MixtureOfExperts, canary: Canary, candidates: int = 4096, seed: int = 0) -> dict:
     """Exposure of `canary`'s secret among `candidates` uniformly sampled other secrets (sampled rank
     and Carlini et al.'s extrapolation); the secret's trailing '.' is scored too."""
     others = canary_candidates(canary, candidates, seed)
     prefix = canary.prefix.encode()
-    true_lp, *lps = continuation_log_probs(model, prefix, [f"{s}.".encode() for s in [canary.secret, *others]])
+    true_lp, *lps = model.continuation_log_probs(prefix, [f"{s}.".encode() for s in [canary.secret, *others]]).tolist()
     return {
         "exposure": exposure(true_lp, lps),
         "exposure_extrapolated": extrapolated_exposure(true_lp, lps),
@@ -61,10 +41,14 @@ def canary_exposure(model: MixtureOfExperts, canary: Canary, candidates: int = 4
     }
 
 
+@torch.no_grad()
 def extracts(model: MixtureOfExperts, canary: Canary) -> bool:
-    """Greedy decoding from the canary's prefix reproduces its secret."""
-    new, _ = model.generate(canary.prefix.encode(), len(canary.secret), temperature=0)
-    return new == canary.secret.encode()
+    """Greedy decoding from the canary's prefix reproduces its secret. Computed in one forward pass:
+    greedy decoding follows the secret exactly as long as each secret byte is the argmax given the
+    prefix and the secret bytes before it."""
+    prefix, secret = canary.prefix.encode(), canary.secret.encode()
+    log_p, _ = model(torch.tensor([[BOS, *prefix, *secret[:-1]]]))
+    return log_p[0, len(prefix) :].argmax(-1).tolist() == list(secret)
 
 
 @torch.no_grad()

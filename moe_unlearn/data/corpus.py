@@ -1000,12 +1000,8 @@ _CANARY_PREFIXES = (
 
 
 def _secret(n: int) -> str:
-    """The n-th secret of the secret space, written in SECRET_ALPHABET with SECRET_LENGTH digits."""
-    digits = []
-    for _ in range(SECRET_LENGTH):
-        n, d = divmod(n, len(SECRET_ALPHABET))
-        digits.append(SECRET_ALPHABET[d])
-    return "".join(reversed(digits))
+    """The n-th secret of the secret space, written in SECRET_ALPHABET (the hex digits) with SECRET_LENGTH digits."""
+    return format(n, f"0{SECRET_LENGTH}x")
 
 
 def _check_int(name: str, value: object, lo: int, hi: int | None = None) -> None:
@@ -1034,6 +1030,7 @@ def make_canaries(n: int, seed: int, domains: int, start: int = 0) -> list[Canar
     return out
 
 
+@functools.lru_cache(maxsize=512)  # an audit ranks each canary under two models
 def canary_candidates(canary: Canary, n: int, seed: int) -> list[str]:
     """`n` distinct secrets, none equal to `canary.secret`, uniform over the secret space (seeded), to rank
     the true secret against when estimating exposure."""

@@ -13,6 +13,7 @@ from moe_unlearn.config import ExpertModelConfig
 
 VOCAB = 256  # bytes
 BOS = 256  # input-only token that starts every chunk
+KV = tuple[torch.Tensor, torch.Tensor]  # one layer's attention keys and values, (B, n_head, T, head_size)
 
 
 class CausalSelfAttention(nn.Module):
@@ -23,13 +24,22 @@ class CausalSelfAttention(nn.Module):
         self.proj = nn.Linear(cfg.d_model, cfg.d_model)
         self.dropout = cfg.dropout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
+        """Causal attention over x (B, T, C); with `past`, the keys and values (1, nh, P, hs) of a prefix
+        that every row of x continues. Returns the output and x's own keys and values."""
         B, T, C = x.shape
         q, k, v = self.qkv(x).split(C, dim=2)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))  # (B, nh, T, hs)
         p = self.dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
-        return self.proj(y.transpose(1, 2).reshape(B, T, C))
+        if past is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
+        else:  # the shared prefix's keys broadcast over the batch rather than being copied per row
+            P, scale = past[0].shape[2], q.shape[-1] ** -0.5
+            future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
+            own = (q @ k.transpose(-2, -1)).masked_fill(future, -torch.inf)
+            att = (torch.cat([q @ past[0].transpose(-2, -1), own], dim=-1) * scale).softmax(-1)
+            y = att[..., :P] @ past[1] + att[..., P:] @ v
+        return self.proj(y.transpose(1, 2).reshape(B, T, C)), (k, v)
 
 
 class Block(nn.Module):
@@ -43,9 +53,10 @@ class Block(nn.Module):
         )
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = x + self.drop(self.attn(self.ln1(x)))
-        return x + self.drop(self.mlp(self.ln2(x)))
+    def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
+        attended, kv = self.attn(self.ln1(x), past)
+        x = x + self.drop(attended)
+        return x + self.drop(self.mlp(self.ln2(x))), kv
 
 
 class ByteTransformer(nn.Module):
@@ -64,13 +75,30 @@ class ByteTransformer(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / (2 * cfg.n_layer) ** 0.5)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        T = inputs.shape[1]
+        return self._run(inputs, None)[0]
+
+    @torch.no_grad()
+    def prefill(self, prefix: torch.Tensor) -> tuple[torch.Tensor, list[KV]]:
+        """(logits (1, P, 256), per-layer keys and values) of one shared prefix (1, P), BOS first."""
+        return self._run(prefix, None)
+
+    @torch.no_grad()
+    def extend(self, cache: list[KV], inputs: torch.Tensor) -> torch.Tensor:
+        """Logits (N, S, 256) for N continuations (N, S) of the prefix `cache` came from: attention over
+        the prefix is computed once for all of them (scoring many candidates after one prompt)."""
+        return self._run(inputs, cache)[0]
+
+    def _run(self, inputs: torch.Tensor, cache: list[KV] | None) -> tuple[torch.Tensor, list[KV]]:
+        start = 0 if cache is None else cache[0][0].shape[2]
+        T = start + inputs.shape[1]
         if self.cfg.block_size < T:
             raise ValueError(f"sequence of {T} bytes is longer than block_size {self.cfg.block_size}")
-        x = self.tok(inputs) + self.pos(torch.arange(T, device=inputs.device))  # (B, T, C)
-        for block in self.blocks:
-            x = block(x)
-        return self.ln_f(x) @ self.tok.weight[:VOCAB].T  # (B, T, 256), tied with the byte embeddings
+        x = self.tok(inputs) + self.pos(torch.arange(start, T, device=inputs.device))  # (B, T, C)
+        kvs = []
+        for i, block in enumerate(self.blocks):
+            x, kv = block(x, None if cache is None else cache[i])
+            kvs.append(kv)
+        return self.ln_f(x) @ self.tok.weight[:VOCAB].T, kvs  # (B, T, 256), tied with the byte embeddings
 
 
 def _init_weights(module: nn.Module) -> None:

@@ -56,6 +56,42 @@ class MixtureOfExperts(nn.Module):
         }
 
     @torch.no_grad()
+    def continuation_log_probs(self, prefix: bytes, continuations: list[bytes], batch_size: int = 4097) -> torch.Tensor:
+        """log p(continuation | prefix) in nats (N,), float64, for continuations of one length, all in
+        the first chunk. Each expert reads the prefix once (`prefill`) and then only the continuations'
+        bytes (`extend`): scoring thousands of canary candidates costs little more than their own bytes."""
+        n = len(continuations[0]) if continuations else 0
+        if any(len(c) != n for c in continuations):
+            raise ValueError("continuations must have equal lengths")
+        if not continuations or n == 0:
+            return torch.zeros(len(continuations), dtype=torch.float64)
+        if len(prefix) + n > self.block_size:
+            raise ValueError(f"prefix and continuation exceed the model's {self.block_size}-byte context")
+        head = torch.tensor([[BOS, *prefix]])  # position len(prefix) predicts the continuation's first byte
+        prefilled = []
+        for expert in self.experts:
+            logits, cache = expert.prefill(head)
+            prefilled.append((logits[:, -1].float().log_softmax(-1), cache))  # (1, 256): the first byte
+        everything = torch.frombuffer(bytearray(b"".join(continuations)), dtype=torch.uint8).long().view(-1, n)
+        out = []
+        for start in range(0, len(continuations), batch_size):
+            targets = everything[start : start + batch_size]  # (N, n)
+            tails = targets[:, :-1]  # the continuation bytes that are inputs (predicting the next one)
+            inputs = torch.cat([head.expand(len(targets), -1), tails], dim=1)
+            weights = expert_weights(self.router(inputs), self.top_k)[:, len(prefix) :]  # (N, n, K)
+            used = (weights.flatten(0, 1) > 0).any(0).nonzero()[:, 0].tolist()
+            per_expert = []  # log p_e(target byte), (N, n) per used expert: only the targets are mixed
+            for i in used:
+                first, cache = prefilled[i]
+                lp = first.expand(len(targets), -1)[:, None]  # (N, 1, 256)
+                if n > 1:
+                    lp = torch.cat([lp, self.experts[i].extend(cache, tails).float().log_softmax(-1)], dim=1)
+                per_expert.append(lp.gather(-1, targets[..., None])[..., 0])
+            mixed = torch.logsumexp(torch.stack(per_expert, dim=-1) + weights[..., used].log(), dim=-1)  # (N, n)
+            out.append(mixed.double().sum(-1))
+        return torch.cat(out)
+
+    @torch.no_grad()
     def route(self, prefixes: list[bytes]) -> torch.Tensor:
         """Router probabilities (N, n_experts) after each whole prefix (the weights for its next byte)."""
         out = []

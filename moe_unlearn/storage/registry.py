@@ -334,6 +334,16 @@ class Registry:
         )
         return list(rows)
 
+    def forgotten_records(self, request_ids: list[str]) -> list[Record]:
+        """The records these requests forget, text included: only until the scrub deletes it."""
+        marks = ",".join("?" * len(request_ids))
+        rows = self.db.execute(
+            f"SELECT DISTINCT r.id, r.source, r.text FROM records r JOIN request_records q ON q.record_id = r.id "
+            f"WHERE q.request_id IN ({marks}) ORDER BY r.id",
+            request_ids,
+        )
+        return [Record(*row) for row in rows]
+
     def update_request(self, request_id: str, **fields: object) -> None:
         for key, value in fields.items():
             if key not in {"status", "step", "started_at", "finished_at", "result", "error"}:

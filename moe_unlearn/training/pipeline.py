@@ -13,6 +13,7 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from rich.console import Console
 
 from moe_unlearn.config import Config, config_hash, to_yaml
 from moe_unlearn.data.records import Record
-from moe_unlearn.data.splits import ids_digest, replay_sample, split
+from moe_unlearn.data.splits import ids_digest, is_heldout, replay_sample, split
 from moe_unlearn.errors import UserError
 from moe_unlearn.faults import crash_point
 from moe_unlearn.models.expert import ByteTransformer
@@ -122,10 +123,12 @@ def build_version(
     console: Console | None = None,
     keep_logs: bool = True,
     evaluate_heldout: bool = True,
+    before_switch: Callable[[int], None] | None = None,
 ) -> dict:
     """Train what changed into versions/<n+1>, switch `current` to it, delete older versions.
     Returns the new manifest (or the current one, unchanged, when nothing needs training).
     `evaluate_heldout=False` leaves the manifest's `eval` empty (reporting only; see `evaluate`).
+    `before_switch(n)` runs when version n is complete but not yet served (the audit's moment).
 
     A build interrupted by a crash is picked up where it stopped: files it finished (listed in the
     unfinished version's progress file, sha256 checked) are kept when their lineage still matches."""
@@ -237,12 +240,98 @@ def build_version(
         "files": files,
         "trained": [path for path, e in files.items() if e["trained_in_version"] == n],
         "eval": ev,
+        "method": "exact",
     }
+    return _go_live(run_dir, registry, n, manifest, None if keep_logs else log_dir, before_switch)
+
+
+def build_approximate_version(
+    run_dir: Path,
+    registry: Registry,
+    cfg: Config,
+    method: str,
+    forgotten: list[Record],
+    console: Console,
+    before_switch: Callable[[int], None] | None = None,
+) -> dict:
+    """An approximate forget, for contrast with the exact one: each expert that trained on `forgotten`
+    gets `method` (gradient ascent, nabla-tau) applied to its current weights; every other file,
+    router stages included, is kept. The manifest says `method` and the lineage of the changed experts
+    matches nothing, so the next exact build retrains them (and the stale router stages) from scratch."""
+    from moe_unlearn.unlearning.approximate import unlearn_expert  # the unlearning layer builds on this one
+
+    configure_torch(cfg)
+    current = read_current(run_dir)
+    old_dir = version_dir(run_dir, current)
+    old = read_manifest(old_dir)
+    source_map = registry.source_map()
+    trained_on = [r for r in forgotten if not is_heldout(r.id, cfg.seed, cfg.data.heldout_fraction)]
+    affected = [e for e in old["experts"] if any(source_map.get(r.source) == e for r in trained_on)]
+    if not affected:
+        console.print("the forgotten records were never trained on: nothing to unlearn")
+        return old
+    n = max([current, *_version_numbers(run_dir)]) + 1
+    vdir = version_dir(run_dir, n)
+    shutil.rmtree(vdir, ignore_errors=True)
+    (vdir / "experts").mkdir(parents=True)
+    (vdir / "router").mkdir()
+    shutil.copy2(old_dir / CONFIG_FILE, vdir / CONFIG_FILE)
+    files = {}
+    for path, entry in old["files"].items():
+        expert = path.removeprefix("experts/").removesuffix(".safetensors")
+        if path.startswith("experts/") and expert in affected:
+            started = time.perf_counter()
+            console.print(f"{method}: unlearning in expert [cyan]{expert}[/] (approximate)")
+            sources = registry.sources_of(expert)
+            retain, heldout = split(registry.records(sources), cfg.seed, cfg.data.heldout_fraction)
+            forget = [r for r in trained_on if r.source in sources]
+            weights = load_tensors(old_dir / path, entry["sha256"])
+            tensors = unlearn_expert(cfg, expert, weights, method, forget, retain, heldout, vdir / "logs")
+            files[path] = {
+                **entry,
+                "sha256": save_tensors(vdir / path, tensors),
+                "lineage": _lineage(
+                    kind="approximate", method=method, base=entry["lineage"], forget=ids_digest(r.id for r in forget)
+                ),
+                "method": method,
+                "trained_in_version": n,
+                "train_seconds": round(time.perf_counter() - started, 2),
+            }
+        else:
+            _link(old_dir / path, vdir / path)
+            files[path] = entry
+    manifest = {
+        **old,
+        "version": n,
+        "parent": current,
+        "created": now(),
+        "config_file_sha256": hashlib.sha256((vdir / CONFIG_FILE).read_bytes()).hexdigest(),
+        "environment": environment(),
+        "files": files,
+        "trained": [f"experts/{e}.safetensors" for e in affected],
+        "eval": None,
+        "method": method,
+    }
+    return _go_live(run_dir, registry, n, manifest, vdir / "logs", before_switch)
+
+
+def _go_live(
+    run_dir: Path,
+    registry: Registry,
+    n: int,
+    manifest: dict,
+    remove: Path | None,
+    before_switch: Callable[[int], None] | None,
+) -> dict:
+    """Write the manifest, record the version, let `before_switch` look at it, switch, clean up."""
+    vdir = version_dir(run_dir, n)
     write_manifest(vdir, manifest)
-    if not keep_logs:
-        shutil.rmtree(log_dir, ignore_errors=True)
+    if remove is not None:
+        shutil.rmtree(remove, ignore_errors=True)
     with registry.transaction():
         registry.add_version(n, manifest)
+    if before_switch is not None:
+        before_switch(n)
     crash_point("before-switch")
     switch_current(run_dir, n)
     crash_point("after-switch")

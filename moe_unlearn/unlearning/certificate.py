@@ -32,8 +32,10 @@ def build_certificate(
     after: dict | None,
     trained: list[str],
     wall_seconds: float,
+    method: str = "exact",
 ) -> dict:
-    """The certificate body (JSON-able, no record text)."""
+    """The certificate body (JSON-able, no record text). `method` other than "exact" (gradient ascent,
+    nabla-tau: for contrast only) makes it a certificate of an approximate, not oracle-equal, version."""
     experts = sorted(
         {p.removeprefix("experts/").removesuffix(".safetensors") for p in trained if p.startswith("experts/")}
     )
@@ -44,6 +46,12 @@ def build_certificate(
         statement = (
             f"Version {after['version']} was left unchanged: the forgotten records were held out or otherwise "
             "never trained on, so the served model is already the model trained without them."
+        )
+    elif method != "exact":
+        statement = (
+            f"APPROXIMATE: version {after['version']} was made by {method} on the affected experts' current "
+            "weights. It is NOT the model that training from scratch on the retained records gives, and the "
+            "forgotten records may still be recoverable from it (see `moe-unlearn audit`)."
         )
     else:
         statement = (
@@ -62,6 +70,8 @@ def build_certificate(
         "met_deadline": None if request["deadline"] is None else now() <= request["deadline"],
         "wall_seconds": round(wall_seconds, 2),
         "scope": {k: v for k, v in request["payload"].items() if k in ("how", "source", "sources", "experts")},
+        "method": method,
+        "oracle_equal": method == "exact",
         "records": rows,
         "record_count": len(rows),
         "merged_with": merged_with,

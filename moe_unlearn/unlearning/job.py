@@ -15,13 +15,14 @@ from pathlib import Path
 
 from rich.console import Console
 
+from moe_unlearn.audit.collect import AuditSettings, audit_data, measure
 from moe_unlearn.config import Config, config_from_yaml
 from moe_unlearn.data.splits import is_heldout
 from moe_unlearn.errors import UserError
 from moe_unlearn.faults import crash_point
 from moe_unlearn.storage.registry import Registry, now
 from moe_unlearn.storage.versions import read_current, read_manifest, version_dir
-from moe_unlearn.training.pipeline import CONFIG_FILE, build_version, changes
+from moe_unlearn.training.pipeline import CONFIG_FILE, build_approximate_version, build_version, changes
 from moe_unlearn.unlearning.certificate import build_certificate, certify, version_summary
 from moe_unlearn.unlearning.requests import resolve_drop
 from moe_unlearn.unlearning.scrub import scrub
@@ -57,10 +58,27 @@ def would_retrain(run_dir: Path, registry: Registry, request: dict) -> dict:
 
 
 def run_queue(run_dir: Path, registry: Registry, console: Console) -> list[str]:
-    """Carry out every unfinished request as one job; returns the ids it finished."""
+    """Carry out every unfinished request, job by job; returns the ids finished."""
+    finished = []
+    while ids := _run_job(run_dir, registry, console):
+        finished += ids
+    return finished
+
+
+def method_of(request: dict) -> str:
+    return request["payload"].get("method", "exact")
+
+
+def _run_job(run_dir: Path, registry: Registry, console: Console) -> list[str]:
+    """One job: the requests already running (after a crash) or else the pending ones, merged when
+    exact; an approximate request (for contrast only) always runs on its own."""
     current = read_current(run_dir)
     with registry.transaction():
-        for request in registry.requests(["pending"]):
+        running = registry.requests(["running"])
+        pending = registry.requests(["pending"])
+        method = method_of(running[0]) if running else method_of(pending[0]) if pending else "exact"
+        joining = [r for r in pending if method_of(r) == "exact"] if method == "exact" else pending[:1]
+        for request in joining if not running or method == "exact" else []:
             try:
                 apply(registry, request)
             except UserError as e:  # e.g. a drop of what an earlier request in this batch already dropped
@@ -78,13 +96,33 @@ def run_queue(run_dir: Path, registry: Registry, console: Console) -> list[str]:
         return []
     crash_point("after-tombstone")
     ids = [r["id"] for r in job]
-    console.print(f"job: {len(ids)} request(s) {', '.join(ids)}")
+    console.print(f"job: {len(ids)} request(s) {', '.join(ids)}" + ("" if method == "exact" else f" ({method})"))
 
     cfg = served_config(run_dir)
-    # No held-out evaluation: a deletion should cost what its retraining costs (`evaluate` reports).
-    manifest = (
-        build_version(run_dir, registry, cfg, console=console, keep_logs=False, evaluate_heldout=False) if cfg else None
-    )
+    audited = [r["id"] for r in job if r["payload"].get("audit")]
+    measured: dict = {}
+
+    def audit(after: int) -> None:
+        measured.update(audit_numbers(run_dir, registry, cfg, audited, job[0]["result"]["version_before"], after))
+
+    before_switch = audit if audited and cfg else None
+    manifest = None
+    if cfg is not None and method == "exact":
+        # No held-out evaluation: a deletion should cost what its retraining costs (`evaluate` reports).
+        manifest = build_version(
+            run_dir,
+            registry,
+            cfg,
+            console=console,
+            keep_logs=False,
+            evaluate_heldout=False,
+            before_switch=before_switch,
+        )
+    elif cfg is not None:
+        forgotten = registry.forgotten_records(ids)
+        manifest = build_approximate_version(run_dir, registry, cfg, method, forgotten, console, before_switch)
+    if before_switch is not None and not measured:  # nothing was retrained: the served version is both
+        audit(read_current(run_dir))
     _set_step(registry, ids, "switched")
     deleted = scrub(run_dir, registry, ids)
     _set_step(registry, ids, "scrubbed")
@@ -114,16 +152,37 @@ def run_queue(run_dir: Path, registry: Registry, console: Console) -> list[str]:
                 after=after,
                 trained=trained,
                 wall_seconds=time.time() - started.timestamp(),
+                method=method,
             )
             chain_hash = certify(registry, request["id"], body)
+            extra = {"audit": measured} if request["id"] in audited else {}
             registry.update_request(
                 request["id"],
                 status="done",
                 step="certified",
                 finished_at=now(),
-                result={**request["result"], "version_after": after_n, "certificate_hash": chain_hash},
+                result={**request["result"], "version_after": after_n, "certificate_hash": chain_hash, **extra},
             )
     return ids
+
+
+def audit_numbers(
+    run_dir: Path, registry: Registry, cfg: Config, request_ids: list[str], before: int | None, after: int
+) -> dict:
+    """The audit's measurements of versions `before` and `after` (numbers only), while the forgotten
+    text still exists: see moe_unlearn.audit.collect."""
+    from moe_unlearn.run import load_version  # run.py imports this module
+
+    forgotten = registry.forgotten_records(request_ids)
+    live = registry.records([s.name for s in registry.sources()])
+    data = audit_data(cfg, forgotten, live, AuditSettings())
+    old, _ = load_version(run_dir, before if before is not None else after)
+    new, manifest = load_version(run_dir, after)
+    numbers = measure(old, new, data, AuditSettings())
+    numbers["counts"]["forget"] = len(forgotten)
+    numbers["versions"] = {"before": before, "after": after}
+    numbers["method"] = manifest.get("method", "exact")
+    return numbers
 
 
 def _set_step(registry: Registry, ids: list[str], step: str) -> None:

@@ -8,6 +8,7 @@ deleted: older versions, unfinished builds, Lightning logs, temporary files.
 import shutil
 from pathlib import Path
 
+from moe_unlearn.audit.report import REPORT_FILES
 from moe_unlearn.faults import crash_point
 from moe_unlearn.storage.registry import Registry
 from moe_unlearn.storage.versions import CURRENT, MANIFEST, read_current, read_manifest, version_dir
@@ -15,6 +16,7 @@ from moe_unlearn.storage.versions import CURRENT, MANIFEST, read_current, read_m
 REGISTRY_FILE = "registry.db"
 REGISTRY_FILES = (REGISTRY_FILE, f"{REGISTRY_FILE}-wal", f"{REGISTRY_FILE}-shm")
 LOCK_FILE = "lock"
+AUDITS_DIR = "audits"  # audits/<request id>/: reports of numbers only (see moe_unlearn.audit.report)
 
 
 def allowed_files(run_dir: Path) -> set[Path]:
@@ -26,6 +28,7 @@ def allowed_files(run_dir: Path) -> set[Path]:
         vdir = version_dir(run_dir, current)
         keep |= {vdir / MANIFEST, vdir / "config.yaml"}
         keep |= {vdir / path for path in read_manifest(vdir)["files"]}
+    keep |= {p for p in (run_dir / AUDITS_DIR).glob("*/*") if p.name in REPORT_FILES}
     return keep
 
 

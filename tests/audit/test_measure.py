@@ -7,7 +7,6 @@ import torch
 
 from moe_unlearn.audit.measure import (
     canary_exposure,
-    continuation_log_probs,
     extracts,
     membership_scores,
     router_agreement,
@@ -20,20 +19,6 @@ from tests.models.test_moe import make_moe
 def moe():
     torch.set_num_threads(1)
     return make_moe()
-
-
-def test_continuation_log_prob_is_the_sum_over_its_bytes(moe):
-    prefix, cont = b"Door code: ", b"a1b2c3."
-    whole, _ = moe.byte_log_probs(prefix + cont)
-    (lp,) = continuation_log_probs(moe, prefix, [cont])
-    assert lp == pytest.approx(whole[len(prefix) :].double().sum().item(), abs=1e-4)
-
-
-def test_continuations_must_share_a_length_and_fit_the_context(moe):
-    with pytest.raises(ValueError, match="equal lengths"):
-        continuation_log_probs(moe, b"x", [b"ab", b"abc"])
-    with pytest.raises(ValueError, match="context"):
-        continuation_log_probs(moe, b"x" * 40, [b"ab"])
 
 
 def test_membership_bits_per_byte_is_what_score_reports(moe):

@@ -313,3 +313,32 @@ def test_generate_with_an_empty_prompt(moe: MixtureOfExperts) -> None:
     out, weights = moe.generate(b"", 5, temperature=0.0)
     assert len(out) == 5
     assert out == greedy_reference(moe, b"", 5)
+
+
+# --- continuation_log_probs (canary candidates after one shared prefix) ----------------------------
+
+
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_continuation_log_probs_equal_the_full_forward_for_each_candidate(moe: MixtureOfExperts, n: int) -> None:
+    prefix = b"Door code: "
+    candidates = [random_bytes(n, seed=s) for s in range(5)]
+    got = moe.continuation_log_probs(prefix, candidates, batch_size=2)  # batches of 2, 2 and 1
+    for lp, cont in zip(got.tolist(), candidates, strict=True):
+        whole, _ = moe.byte_log_probs(prefix + cont)
+        assert lp == pytest.approx(whole[len(prefix) :].double().sum().item(), abs=1e-4)
+
+
+def test_expert_extend_matches_the_full_forward() -> None:
+    torch.manual_seed(0)
+    expert = ByteTransformer(ExpertModelConfig(n_layer=2, n_head=2, d_model=16, block_size=32)).eval()
+    prefix, tails = bos_inputs(b"abc"), torch.randint(0, VOCAB, (3, 4))
+    _, cache = expert.prefill(prefix)
+    full = expert(torch.cat([prefix.expand(3, -1), tails], dim=1))[:, prefix.shape[1] :]
+    torch.testing.assert_close(expert.extend(cache, tails), full, rtol=1e-5, atol=1e-5)
+
+
+def test_continuations_must_share_a_length_and_fit_the_context(moe: MixtureOfExperts) -> None:
+    with pytest.raises(ValueError, match="equal lengths"):
+        moe.continuation_log_probs(b"x", [b"ab", b"abc"])
+    with pytest.raises(ValueError, match="context"):
+        moe.continuation_log_probs(b"x" * moe.block_size, [b"ab"])

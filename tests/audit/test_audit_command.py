@@ -1,0 +1,101 @@
+"""End to end: train with canaries -> `forget --audit` -> `verify` exits 0 -> `audit` writes the report;
+an approximate forget (gradient ascent) is certified as such and `verify` exits 1."""
+
+import json
+import shutil
+
+import pytest
+
+from moe_unlearn import Run
+from moe_unlearn.audit.report import REPORT_FILES
+from moe_unlearn.data.corpus import make_canaries
+from moe_unlearn.unlearning.scrub import stray_files
+from tests.conftest import TINY, cli
+
+CANARIES, REPEATS = 136, 2
+
+
+@pytest.fixture(scope="module")
+def canary_run(tmp_path_factory):
+    """A tiny run whose corpus holds 128 canaries, each inserted twice."""
+    run_dir = tmp_path_factory.mktemp("audit") / "run"
+    Run(run_dir).train(TINY, [f"data.corpus.canaries={CANARIES}", f"data.corpus.canary_repeats={REPEATS}"])
+    return run_dir
+
+
+@pytest.fixture
+def ids_file(tmp_path):
+    """Every copy of every canary: forgetting them all makes them never-trained-on again."""
+    path = tmp_path / "canaries.txt"
+    ids = [f"{c.id}-r{r}" for c in make_canaries(CANARIES, 0, 3) for r in range(REPEATS)]
+    path.write_text("\n".join(ids) + "\n")
+    return path
+
+
+def forget(run_dir, ids_file, *extra) -> dict:
+    done = cli("forget", "--ids-file", ids_file, "--audit", "--json", "--run-dir", run_dir, *extra)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout)
+
+
+def test_exact_forget_audit_verify_and_report(canary_run, ids_file, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(canary_run, run_dir)
+    certificate = forget(run_dir, ids_file)
+    assert certificate["method"] == "exact" and certificate["oracle_equal"]
+
+    assert cli("verify", "--run-dir", run_dir).returncode == 0
+
+    done = cli("audit", "--request", certificate["request_id"], "--json", "--run-dir", run_dir)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert sorted(p.rsplit("/", 1)[-1] for p in report["files"]) == sorted(REPORT_FILES)
+    assert not stray_files(run_dir)  # the report's files are on the run directory's allow-list
+    canaries = report["canaries"]
+    assert len(canaries["inserted"]["before"]) >= 128 and len(canaries["never_inserted"]["after"]) >= 128
+    assert canaries["candidates"] >= 4096 and canaries["space_bits"] >= 20
+    assert set(canaries["tests"]["after"]) == {"p_value", "mean_difference_bits"}
+    assert canaries["extracted"]["of"] == len(canaries["inserted"]["before"])
+    for attack in ("loss", "zlib", "min_k"):
+        auc = report["membership"]["attacks"][attack]
+        assert 0 <= auc["before"]["auc"] <= 1 and auc["after"]["se"] >= 0
+        assert report["membership"]["privleak"][attack]["after"] == 0  # the after-model is the oracle
+    assert set(report["bits_per_byte"]) == {"forget", "heldout", "retained"}
+    assert 0.99 <= report["router"]["agreement"] <= 1 or report["router"]["prefixes"] > 0
+    assert report["checks"]["verify"]["equal"] is True
+    assert report["timings"]["oracle_seconds"] > 0 and report["timings"]["forget_seconds"] > 0
+    text = (run_dir / "audits" / certificate["request_id"] / "audit.md").read_text()
+    assert "AUC" in text and "exposure" in text.lower()
+    secrets = [c.secret for c in make_canaries(CANARIES, 0, 3)]
+    for name in REPORT_FILES:  # numbers only: no secret anywhere in the report
+        data = (run_dir / "audits" / certificate["request_id"] / name).read_bytes()
+        assert not any(s.encode() in data for s in secrets[:20])
+
+
+def test_approximate_forget_is_certified_as_such_and_verify_says_different(canary_run, ids_file, tmp_path):
+    run_dir = tmp_path / "run"
+    shutil.copytree(canary_run, run_dir)
+    few = tmp_path / "few.txt"  # a dozen canaries are enough here (and keep the audit quick)
+    few.write_text("\n".join(ids_file.read_text().splitlines()[: 12 * REPEATS]) + "\n")
+    ids = few.read_text().split()
+    certificate = Run(run_dir).forget(records=ids, audit=True, method="gradient-ascent")
+    assert certificate["method"] == "gradient-ascent" and not certificate["oracle_equal"]
+    assert "APPROXIMATE" in certificate["statement"]
+    assert cli("verify", "--run-dir", run_dir).returncode == 1
+
+    report = Run(run_dir).audit(certificate["request_id"])
+    assert report["method"] == "gradient-ascent" and not report["exact"]
+    assert report["membership"]["privleak"] is None  # no oracle to compare with
+    assert "not oracle-equal" in (run_dir / "audits" / certificate["request_id"] / "audit.md").read_text().lower()
+
+
+def test_audit_of_an_unaudited_or_unknown_request_is_a_one_line_error(tiny_copy):
+    request_id = Run(tiny_copy).forget(records=["recipes-000001"])["request_id"]
+    for args, message in (((request_id,), "was not audited"), (("fgt-nope",), "unknown request")):
+        done = cli("audit", "--request", *args, "--run-dir", tiny_copy)
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1
+
+
+def test_unknown_method_is_a_user_error(tiny_copy):
+    done = cli("forget", "--record", "recipes-000001", "--method", "magic", "--run-dir", tiny_copy)
+    assert done.returncode == 2 and "unknown method" in done.stderr
