@@ -44,8 +44,11 @@ def auc(members: Sequence[float], nonmembers: Sequence[float]) -> tuple[float, f
     return a, se
 
 
-def privleak(auc_model: float, auc_oracle: float) -> float:
-    """(AUC_model - AUC_oracle) / AUC_oracle * 100 (MUSE); 0 means no more leakage than the oracle."""
+def privleak(auc_model: float, auc_oracle: float) -> float | None:
+    """(AUC_model - AUC_oracle) / AUC_oracle * 100 (MUSE); 0 means no more leakage than the oracle.
+    None when the oracle's AUC is 0 (the forget set always scores below the held-out set: undefined)."""
+    if auc_oracle == 0:
+        return None
     return (auc_model - auc_oracle) / auc_oracle * 100
 
 

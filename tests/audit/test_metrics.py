@@ -47,6 +47,10 @@ def test_min_k_is_the_mean_of_the_lowest_fraction():
     assert min_k_score(lp, k=1.0) == pytest.approx(lp.double().mean().item())
 
 
+def test_privleak_is_undefined_when_the_oracle_auc_is_zero():
+    assert privleak(0.4, 0.0) is None
+
+
 def test_privleak_is_relative_to_the_oracle():
     assert privleak(0.5, 0.5) == 0.0
     assert privleak(0.75, 0.5) == pytest.approx(50.0)
