@@ -51,7 +51,8 @@ def audit_data(cfg: Config, forgotten: list[Record], live: list[Record], setting
     """The audit's sets from the forgotten records (text still present) and the live records of all sources."""
     seed, fraction = cfg.seed, cfg.data.heldout_fraction
     canaries = _corpus_canaries(cfg)
-    canary_ids = {f"{c.id}-r{r}" for c in canaries for r in range(cfg.data.corpus.canary_repeats)}
+    repeats = cfg.data.corpus.canary_repeats
+    canary_ids = {i for c in canaries for i in c.record_ids(repeats)}
     sources = {r.source for r in forgotten}
     forget = [r for r in forgotten if not is_heldout(r.id, seed, fraction)]
 
@@ -65,8 +66,8 @@ def audit_data(cfg: Config, forgotten: list[Record], live: list[Record], setting
     inserted = [
         c
         for c in canaries
-        if all(f"{c.id}-r{r}" in gone for r in range(cfg.data.corpus.canary_repeats))
-        and any(not is_heldout(f"{c.id}-r{r}", seed, fraction) for r in range(cfg.data.corpus.canary_repeats))
+        if all(i in gone for i in c.record_ids(repeats))
+        and any(not is_heldout(i, seed, fraction) for i in c.record_ids(repeats))
     ]
     never = []
     if inserted:
@@ -92,15 +93,13 @@ def measure(before: MixtureOfExperts, after: MixtureOfExperts, data: AuditData, 
     """Every number the report needs from the two models and the forget-time data (see the module doc)."""
     started = time.perf_counter()
     models = {"before": before, "after": after}
+    groups = {"forget": data.forget, "heldout": data.heldout, "retained": data.retained}
     scores = {
         group: {when: membership_scores(m, [r.text for r in records]) for when, m in models.items()}
-        for group, records in (("forget", data.forget), ("heldout", data.heldout), ("retained", data.retained))
+        for group, records in groups.items()
         if records
     }
-    sizes = {
-        group: [len(r.text.encode("utf-8")) for r in records]
-        for group, records in (("forget", data.forget), ("heldout", data.heldout), ("retained", data.retained))
-    }
+    sizes = {group: [len(r.text.encode("utf-8")) for r in records] for group, records in groups.items()}
     bits_per_byte = {
         group: {when: _byte_weighted(s["bits_per_byte"], sizes[group]) for when, s in by_model.items()}
         for group, by_model in scores.items()

@@ -989,6 +989,10 @@ class Canary:
     def text(self) -> str:
         return f"{self.prefix}{self.secret}."
 
+    def record_ids(self, repeats: int) -> list[str]:
+        """The ids of its `repeats` copies in the corpus."""
+        return [f"{self.id}-r{r}" for r in range(repeats)]
+
 
 _CANARY_PREFIXES = (
     "The vault code for account <acct> is ",
@@ -1062,5 +1066,5 @@ def generate_corpus(
         for i in range(records_per_domain)
     ]
     for cn in make_canaries(canaries, seed, domains):
-        records.extend(Record(f"{cn.id}-r{r}", cn.source, cn.text) for r in range(canary_repeats))
+        records.extend(Record(record_id, cn.source, cn.text) for record_id in cn.record_ids(canary_repeats))
     return records
