@@ -1,5 +1,5 @@
 # Two commands do all the set-up on a fresh machine:
-#   make run    create .venv, install, train the default model, generate and score with it, forget a record
+#   make run    create .venv, install, train the default model, generate and score with it, forget a secret
 #   make test   create .venv, install, run the test suite
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -23,15 +23,19 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
+# The corpus gets 4 canaries (synthetic secrets, 10 copies each); the demo forgets canary-0003's
+# ("Door code for flat 241667 in Nantes: ...", in the legal source) and shows the model before and after.
 run: install
-	$(PY) train.py --run-dir $(RUN)
+	$(PY) train.py --run-dir $(RUN) data.corpus.canaries=4 data.corpus.canary_repeats=10
 	$(CLI) registry --run-dir $(RUN)
 	$(CLI) generate "$$(printf 'Tuesday 9 May: lemon risotto for 4\nFor 4 people, ready in 30 minutes.\nIngredients:')" --max-new-bytes 160 --temperature 0.7 --seed 1 --run-dir $(RUN)
 	$(CLI) generate "Forecast for Lisbon by" --max-new-bytes 160 --temperature 0.7 --seed 1 --run-dir $(RUN)
 	$(CLI) score "Forecast for Lisbon by Ana Silva, issued 07:15. Sunny and dry. Chance of rain 10%." --run-dir $(RUN)
 	$(CLI) score "On 3 May 2021, the parties agreed as follows. The Licensee shall pay all fees within 30 days." --run-dir $(RUN)
-	$(CLI) forget --record legal-000000 --dry-run --run-dir $(RUN)
-	$(CLI) forget --record legal-000000 --run-dir $(RUN)
+	$(CLI) canaries --id canary-0003 --run-dir $(RUN)
+	$(CLI) forget --match "Door code for flat 241667" --dry-run --run-dir $(RUN)
+	$(CLI) forget --match "Door code for flat 241667" --run-dir $(RUN)
+	$(CLI) canaries --id canary-0003 --run-dir $(RUN)
 
 test: install
 	$(PY) -m pytest -q

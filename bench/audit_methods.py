@@ -1,11 +1,13 @@
 """Benchmark: the audit of exact forgetting beside the approximate methods (not a test).
 
-Trains the default config with canaries (secrets of a fixed format, each inserted `--repeats` times),
-then, on three copies of the trained run directory, forgets every copy of every canary with
-`--audit` by the exact method, gradient ascent and nabla-tau, runs `verify` on the exact one (it must
-equal the oracle) and writes each request's audit report.
+Trains the audit config (configs/experiment/audit.yaml: the default model with canaries, secrets of a
+fixed format each inserted at most 10 times, trained long enough to memorise them), then, on three
+copies of the trained run directory, forgets every copy of every canary with `--audit` by the exact
+method, gradient ascent and nabla-tau, runs `verify` on the exact one (it must equal the oracle) and
+writes each request's audit report.
 privleak of the approximate methods uses the exact forget's after-model as the oracle (it is
-bit-identical to retraining from scratch). Prints a Markdown table; raw figures go to JSON.
+bit-identical to retraining from scratch). Prints a Markdown table; raw figures go to JSON, each
+method's audit.md and plots to --reports/METHOD/.
 
     .venv/bin/python bench/audit_methods.py --out bench/results/audit_methods.json
 """
@@ -22,11 +24,12 @@ from rich.console import Console
 from moe_unlearn import Run
 from moe_unlearn.audit.metrics import privleak
 from moe_unlearn.data.corpus import make_canaries
+from moe_unlearn.unlearning.job import served_config
 
 METHODS = ("exact", "gradient-ascent", "nabla-tau")
 
 
-def run_method(pristine: Path, work: Path, method: str, ids: list[str], console: Console) -> dict:
+def run_method(pristine: Path, work: Path, reports: Path, method: str, ids: list[str], console: Console) -> dict:
     run_dir = work / method
     shutil.copytree(pristine, run_dir)
     run = Run(run_dir, console=console)
@@ -36,7 +39,7 @@ def run_method(pristine: Path, work: Path, method: str, ids: list[str], console:
     # The oracle takes a full training; an approximate version differs from it by construction (the
     # end-to-end test checks that `verify` says so), so only the exact one is verified here.
     equal = run.verify()["equal"] if method == "exact" else None
-    report = run.audit(certificate["request_id"], out_dir=work / f"{method}-report")
+    report = run.audit(certificate["request_id"], out_dir=reports / method)
     return {"wall_seconds": round(wall, 1), "verify_equal": equal, "report": report}
 
 
@@ -62,28 +65,24 @@ def row(method: str, r: dict, oracle_auc: dict) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--canaries", type=int, default=128)
-    parser.add_argument("--repeats", type=int, default=10, help="copies of each canary (at most 10)")
+    parser.add_argument("--config", default="configs/experiment/audit.yaml", help="merged over configs/default.yaml")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", type=Path, default=Path("bench/results/audit_methods.json"))
+    parser.add_argument("--reports", type=Path, default=Path("bench/out/audit_methods"), help="audit.md and plots")
     parser.add_argument("overrides", nargs="*", help="config overrides")
     args = parser.parse_args()
     console = Console(stderr=True)
-    overrides = [
-        f"data.corpus.canaries={args.canaries}",
-        f"data.corpus.canary_repeats={args.repeats}",
-        "trainer.progress_bar=false",
-        *args.overrides,
-    ]
+    overrides = ["trainer.progress_bar=false", *args.overrides]
     results = {}
     with tempfile.TemporaryDirectory(prefix="moe-unlearn-audit-") as tmp:
         work = Path(tmp)
         pristine = work / "pristine"
-        manifest = Run(pristine, console=console).train(None, overrides)
-        domains = len(manifest["experts"])
-        ids = [f"{c.id}-r{r}" for c in make_canaries(args.canaries, 0, domains) for r in range(args.repeats)]
+        Run(pristine, console=console).train(args.config, overrides)
+        corpus = served_config(pristine).data.corpus
+        canaries = make_canaries(corpus.canaries, corpus.seed, corpus.domains)
+        ids = [i for c in canaries for i in c.record_ids(corpus.canary_repeats)]
         for method in args.methods:
-            results[method] = run_method(pristine, work, method, ids, console)
+            results[method] = run_method(pristine, work, args.reports, method, ids, console)
             console.print(f"{method}: done in {results[method]['wall_seconds']} s")
     oracle = results.get("exact")
     oracle_auc = {
@@ -91,7 +90,7 @@ def main() -> None:
         for a in ("loss", "zlib", "min_k")
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"overrides": overrides, "results": results}, indent=2))
+    args.out.write_text(json.dumps({"config": args.config, "overrides": overrides, "results": results}, indent=2))
     print(
         "| method | verify equal | bits/byte forget set | retained (after) | held-out (after) | MIA AUC loss "
         "| privleak vs exact | exposure inserted, mean bits | never-inserted | p / mean diff (after) "

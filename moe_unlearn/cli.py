@@ -6,6 +6,7 @@ is one line on stderr and exit code 2, never a traceback.
 
 import functools
 import json
+import math
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -207,7 +208,8 @@ def verify(
     as_json: AsJson = False,
 ):
     """Train the oracle from scratch on the retained records and compare it tensor for tensor.
-    Exit code 0: equal; 1: different; 3: cannot judge (built on another torch or CPU)."""
+    Exit code 0: equal; 1: different; 3: cannot judge bit-identity (built on another torch or CPU: the
+    training-data lineage in the manifests is compared instead and printed)."""
     result = Run(run_dir, console=err).verify(work_dir)
 
     def render(r):
@@ -217,9 +219,13 @@ def verify(
         out.print(f"version {r['version']} is {verdict} (oracle trained in {r['oracle_seconds']} s)")
         if not r["comparable"]:
             out.print(f"cannot judge bit-identity: built with a different {', '.join(r['environment_differs'])}")
+            if r["lineage_equal"]:
+                out.print("training-data lineage: identical to the oracle's for every file (config, order, records)")
+            else:
+                out.print(f"training-data lineage: DIFFERS from the oracle's in {', '.join(r['lineage_differs'])}")
 
     emit(result, as_json, render)
-    if not result["comparable"] and not result["equal"]:
+    if not result["comparable"]:  # whatever the tensors say, the verdict is the lineage's
         raise typer.Exit(3)
     if not result["equal"]:
         raise typer.Exit(1)
@@ -285,6 +291,36 @@ def score(
             f"experts: {_weights(r['expert_weights'])}"
         ),
     )
+
+
+@app.command()
+@user_errors
+def canaries(
+    ids: Annotated[list[str] | None, typer.Option("--id", help="Only this canary (repeatable).")] = None,
+    candidates: Annotated[int, typer.Option("--candidates", min=1, help="Random secrets to rank against.")] = 4096,
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+    as_json: AsJson = False,
+):
+    """Does the model know the built-in canaries' secrets? Greedy continuation, rank and exposure."""
+    result = Run(run_dir, console=err).canaries(ids or (), candidates)
+
+    def render(r):
+        n = r["candidates"] + 1
+        for c in r["canaries"]:
+            sentence = c["prefix"].rsplit("\n", 1)[-1]
+            verdict = "[bold red]the secret[/]" if c["extracted"] else "not the secret"
+            out.print(
+                f"{c['id']} in {c['source']}: {c['copies_trained_on']} copies in the training data of version "
+                f"{r['version']}\n"
+                f"  text:   {_escape(sentence)}[bold]{c['secret']}[/].\n"
+                f"  model:  {_escape(sentence)}[bold]{_escape(c['greedy'])}[/]  (greedy continuation: {verdict})\n"
+                f"  rank:   the secret is the model's #{c['rank']:,} among {n:,} random secrets "
+                f"(exposure {c['exposure']:.1f} of at most {math.log2(n):.1f} bits)",
+                highlight=False,
+                soft_wrap=True,
+            )
+
+    emit(result, as_json, render)
 
 
 def render_training(m: dict) -> None:
@@ -389,3 +425,44 @@ def _escape(text: str) -> str:
 
 def main() -> None:
     app()
+
+
+data_app = typer.Typer(
+    help="Real corpora: fetch and convert them into JSONL sources for `ingest`.", no_args_is_help=True
+)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("prepare")
+@user_errors
+def data_prepare(
+    corpus: Annotated[str, typer.Argument(help="Which corpus: dictd (Debian's dictionary packages).")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Directory for the JSONL files, one per source.")],
+    install: Annotated[
+        bool, typer.Option("--install/--no-install", help="apt-get install missing packages (needs root).")
+    ] = True,
+    dictd_dir: Annotated[Path, typer.Option("--dictd-dir", help="Where the dictd files are.")] = Path(
+        "/usr/share/dictd"
+    ),
+    as_json: AsJson = False,
+):
+    """Convert a real corpus into JSONL sources (the one command that installs packages).
+
+    Example: moe-unlearn data prepare dictd --out data/dictd, then
+    moe-unlearn ingest --source jargon data/dictd/jargon.jsonl (one source per dictionary).
+    """
+    if corpus != "dictd":
+        raise UserError(f"unknown corpus {corpus!r}: the one available is dictd")
+    from moe_unlearn.data.dictd import prepare  # imported here: only this command needs it
+
+    result = prepare(out_dir, dictd_dir, install=install, console=err)
+
+    def render(r):
+        table = Table(title=f"dictd sources in {out_dir}", title_justify="left")
+        for col in ("source", "entries", "records written", "duplicates", "empty"):
+            table.add_column(col, justify="left" if col == "source" else "right")
+        for name, c in r.items():
+            table.add_row(name, f"{c['entries']:,}", f"{c['written']:,}", f"{c['duplicates']:,}", f"{c['empty']:,}")
+        out.print(table)
+
+    emit(result, as_json, render)

@@ -12,6 +12,7 @@ from pathlib import Path
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from moe_unlearn.data.corpus import CANARY_MAX_BYTES
 from moe_unlearn.errors import UserError
 
 # The repository's configs/ (the package is installed in editable mode); the dataclass defaults below
@@ -183,6 +184,11 @@ def validate(config: Config) -> None:
         (0.0 <= config.data.heldout_fraction < 1.0, "data.heldout_fraction must be in [0, 1)"),
         (m.expert.d_model % m.expert.n_head == 0, "model.expert.d_model must be divisible by model.expert.n_head"),
         (m.expert.block_size >= 8, "model.expert.block_size must be at least 8"),
+        (
+            c.canaries == 0 or m.expert.block_size >= CANARY_MAX_BYTES,
+            f"data.corpus.canaries needs model.expert.block_size >= {CANARY_MAX_BYTES} (a canary must fit in one "
+            f"block for its exposure to be measured), got {m.expert.block_size}",
+        ),
         (m.router.top_k >= 1, "model.router.top_k must be at least 1"),
         (config.trainer.threads >= 1, "trainer.threads must be at least 1"),
         (config.train.router.prefix_bytes >= 1, "train.router.prefix_bytes must be at least 1"),

@@ -21,10 +21,12 @@ from pathlib import Path
 from rich.console import Console
 
 from moe_unlearn.audit.collect import add_privleak
+from moe_unlearn.audit.measure import canary_exposure
 from moe_unlearn.audit.report import write_report
 from moe_unlearn.config import Config, config_from_yaml, load_config
-from moe_unlearn.data.corpus import generate_corpus
+from moe_unlearn.data.corpus import generate_corpus, make_canaries
 from moe_unlearn.data.ingest import read_files
+from moe_unlearn.data.splits import is_heldout
 from moe_unlearn.errors import UserError
 from moe_unlearn.faults import crash_point
 from moe_unlearn.models.moe import MixtureOfExperts
@@ -318,6 +320,42 @@ class Run:
         result = model.score(text.encode("utf-8"))
         result["expert_weights"] = {k: round(v, 4) for k, v in result["expert_weights"].items()}
         return {**result, "version": manifest["version"]}
+
+    def canaries(self, ids: Sequence[str] = (), candidates: int = 4096) -> dict:
+        """How well the served model knows each built-in canary's secret (all, or those named by `ids`):
+        copies still trained on, greedy continuation of its prefix, the secret's rank among `candidates`
+        random secrets and its exposure in bits. For seeing forgetting happen; `forget --audit` measures it."""
+        cfg = self._served_config()
+        corpus = cfg.data.corpus
+        if not cfg.data.builtin or corpus.canaries == 0:
+            raise UserError("this run has no canaries: train the built-in corpus with data.corpus.canaries=N")
+        every = make_canaries(corpus.canaries, corpus.seed, corpus.domains)
+        unknown = sorted(set(ids) - {c.id for c in every})
+        if unknown:
+            raise UserError(f"unknown canary {unknown[0]!r}: this run has canary-0000 .. {every[-1].id}")
+        if candidates < 1:
+            raise UserError("candidates must be >= 1")
+        model, manifest = self.load()
+        registry = self._open(None)
+        rows = []
+        for c in [c for c in every if c.id in ids] if ids else every:
+            live = registry.record_rows(c.record_ids(corpus.canary_repeats))
+            found = canary_exposure(model, c, candidates)
+            greedy, _ = model.generate(c.prefix.encode(), len(c.secret.encode()), temperature=0)
+            rows.append(
+                {
+                    "id": c.id,
+                    "source": c.source,
+                    "prefix": c.prefix,
+                    "secret": c.secret,
+                    "copies_trained_on": sum(not is_heldout(i, cfg.seed, cfg.data.heldout_fraction) for i in live),
+                    "greedy": greedy.decode("utf-8", errors="replace"),
+                    "extracted": greedy == c.secret.encode(),
+                    "rank": found["rank"],
+                    "exposure": round(found["exposure"], 2),
+                }
+            )
+        return {"version": manifest["version"], "candidates": candidates, "canaries": rows}
 
     # --- internals --------------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ def test_every_shipped_config_loads(path: Path):
         (["trainer.threads=two"], "trainer.threads"),
         (["data.corpus.domains=17"], "1..16"),
         (["data.corpus.canary_repeats=11"], "1..10"),
+        (["data.corpus.canaries=4", "model.expert.block_size=64"], "block_size >= 160"),
         (["experts=[{name: a, sources: [x]}, {name: a, sources: [y]}]"], "duplicate expert"),
     ],
 )

@@ -34,6 +34,7 @@ def canary_exposure(model: MixtureOfExperts, canary: Canary, candidates: int = 4
     prefix = canary.prefix.encode()
     true_lp, *lps = model.continuation_log_probs(prefix, [f"{s}.".encode() for s in [canary.secret, *others]]).tolist()
     return {
+        "rank": 1 + sum(1 for lp in lps if lp >= true_lp),  # ties count against the secret, as in `exposure`
         "exposure": exposure(true_lp, lps),
         "exposure_extrapolated": extrapolated_exposure(true_lp, lps),
         "log_prob": true_lp,

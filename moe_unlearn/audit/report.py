@@ -102,23 +102,23 @@ def _seconds(x: float) -> str:
 
 
 def _scores(audit: dict, side: str, when: str, attack: str = "loss") -> list[float]:
-    """Per-record membership scores of one side ("forget" or "heldout"), [] where absent."""
+    """Per-text membership scores of one side ("members" or "nonmembers"), [] where absent."""
     scores = audit["membership"].get("scores") or {}
     return ((scores.get(side) or {}).get(when) or {}).get(attack) or []
 
 
 def _sides(audit: dict) -> tuple[int, int]:
-    """Records a side in the membership test: from the stored scores, else from the counts."""
-    forget, heldout = len(_scores(audit, "forget", "before")), len(_scores(audit, "heldout", "before"))
-    if forget and heldout:
-        return forget, heldout
+    """Texts a side in the membership test: from the stored scores, else from the counts."""
+    members, nonmembers = len(_scores(audit, "members", "before")), len(_scores(audit, "nonmembers", "before"))
+    if members and nonmembers:
+        return members, nonmembers
     counts = audit.get("counts") or {}
-    return counts.get("forget_trained", counts.get("forget", 0)), counts.get("heldout", 0)
+    return counts.get("members", 0), counts.get("nonmembers", 0)
 
 
 def _sides_label(audit: dict) -> str:
-    forget, heldout = _sides(audit)
-    return f"n={forget} a side" if forget == heldout else f"n={forget} forget / {heldout} held-out"
+    members, nonmembers = _sides(audit)
+    return f"n={members} a side" if members == nonmembers else f"n={members} forgotten / {nonmembers} never seen"
 
 
 # Markdown --------------------------------------------------------------------------------------
@@ -193,8 +193,8 @@ def _membership_paragraph(audit: dict) -> str:
     before = attacks[strongest]["before"]
     if before["auc"] - 0.5 > 2 * before["se"]:
         text = (
-            f"Before the forget, the strongest membership attack ({ATTACKS[strongest]}) told forget records from "
-            f"held-out ones with AUC {_auc(before)}, more than two standard errors above chance (0.5): the model "
+            f"Before the forget, the strongest membership attack ({ATTACKS[strongest]}) told forgotten texts from "
+            f"never-trained ones with AUC {_auc(before)}, more than two standard errors above chance (0.5): the model "
             "leaked membership, so the test has power."
         )
     else:
@@ -290,7 +290,7 @@ def _other_paragraph(audit: dict) -> str:
 def _plot_lines(audit: dict, plots: set[str]) -> list[str]:
     lines = []
     if "losses.png" in plots:
-        lines.append("![Membership scores of forget and held-out records, before and after](losses.png)")
+        lines.append("![Membership scores of forgotten and never-trained texts, before and after](losses.png)")
     else:
         lines.append("No per-record membership scores were stored, so there is no score plot (losses.png).")
     if "exposure.png" in plots:
@@ -308,12 +308,14 @@ def _plot_lines(audit: dict, plots: set[str]) -> list[str]:
 
 def _notes(audit: dict) -> list[str]:
     counts = audit.get("counts") or {}
-    forget, heldout = _sides(audit)
+    members, _ = _sides(audit)
+    nonmembers = audit["membership"].get("nonmembers") or "held-out records of the same sources"
     notes = [
         f"- Records: {counts.get('forget', 'n/a')} forgotten ({counts.get('forget_trained', 'n/a')} of them trained "
-        f"on), {counts.get('heldout', 'n/a')} held-out, {counts.get('retained', 'n/a')} retained.",
-        f"- Membership AUC: per-record scores (higher = more member-like) of {forget} forget against {heldout} "
-        "held-out records of the same source; 0.5 is chance; ± is one standard error (Hanley & McNeil, 1982).",
+        f"on), {counts.get('heldout', 'n/a')} held-out, {counts.get('retained', 'n/a')} retained (bits per byte).",
+        f"- Membership AUC: per-text scores (higher = more member-like) of the forget set's {members} distinct "
+        f"texts against {nonmembers} (never trained on, drawn like the forget set); 0.5 is chance; ± is one "
+        "standard error (Hanley & McNeil, 1982).",
     ]
     if canaries := audit.get("canaries"):
         inserted, never = len(canaries["inserted"]["before"]), len(canaries["never_inserted"]["before"])
@@ -346,8 +348,10 @@ def _notes(audit: dict) -> list[str]:
 
 
 def _plot_losses(audit: dict) -> Figure | None:
-    """Two panels (before, after): histograms of the loss attack's score, forget vs held-out records."""
-    panels = {when: (_scores(audit, "forget", when), _scores(audit, "heldout", when)) for when in ("before", "after")}
+    """Two panels (before, after): histograms of the loss attack's score, forgotten vs never-trained texts."""
+    panels = {
+        when: (_scores(audit, "members", when), _scores(audit, "nonmembers", when)) for when in ("before", "after")
+    }
     if not all(forget and heldout for forget, heldout in panels.values()):
         return None
     edges = np.histogram_bin_edges([x for pair in panels.values() for side in pair for x in side], bins=30)
@@ -355,8 +359,8 @@ def _plot_losses(audit: dict) -> Figure | None:
     axes = figure.subplots(1, 2, sharex=True, sharey=True)
     versions = audit["versions"]
     for ax, (when, (forget, heldout)) in zip(axes, panels.items(), strict=True):
-        ax.hist(forget, bins=edges, alpha=0.6, label=f"forget records (n={len(forget)})")
-        ax.hist(heldout, bins=edges, alpha=0.6, label=f"held-out records (n={len(heldout)})")
+        ax.hist(forget, bins=edges, alpha=0.6, label=f"forgotten (n={len(forget)})")
+        ax.hist(heldout, bins=edges, alpha=0.6, label=f"never trained on (n={len(heldout)})")
         ax.set_title(f"{when.capitalize()} the forget (version {versions[when]})")
         ax.set_xlabel("loss score = −bits per byte (higher looks more trained-on)")
         ax.legend()

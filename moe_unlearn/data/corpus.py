@@ -26,6 +26,8 @@ from moe_unlearn.errors import UserError
 
 MAX_DOMAINS = 16
 MAX_CANARY_REPEATS = 10
+_CANARY_LEAD_BYTES = 96  # at most this much source-style text before a canary's secret sentence
+CANARY_MAX_BYTES = 160  # a canary's whole text is at most this long (the expert must see it in one block)
 SECRET_ALPHABET = "0123456789abcdef"
 SECRET_LENGTH = 6
 _SECRET_SPACE = len(SECRET_ALPHABET) ** SECRET_LENGTH
@@ -1027,11 +1029,24 @@ def make_canaries(n: int, seed: int, domains: int, start: int = 0) -> list[Canar
     out = []
     for idx in range(start, start + n):
         cid = f"canary-{idx:04d}"
+        domain = DOMAINS[idx % domains]
         c = _Ctx(random.Random(f"moe_unlearn.canary:{seed}:{cid}"))
         acct = (idx * 747_211 + seed) % _ACCOUNT_MOD  # injective in idx
-        prefix = c.pick(_CANARY_PREFIXES).replace("<acct>", f"{acct:06d}")
-        out.append(Canary(cid, DOMAINS[idx % domains], prefix, _secret(c.rng.randrange(_SECRET_SPACE))))
+        sentence = c.pick(_CANARY_PREFIXES).replace("<acct>", f"{acct:06d}")
+        prefix = f"{_canary_lead(domain, seed, cid)}\n{sentence}"
+        out.append(Canary(cid, domain, prefix, _secret(c.rng.randrange(_SECRET_SPACE))))
     return out
+
+
+def _canary_lead(domain: str, seed: int, cid: str) -> str:
+    """The opening of a text in the style of `domain` (from its own seeded stream, so no corpus record's),
+    about as long as the router's training prefixes: the secret sits in text of its source, as a real leak
+    would, and the router learns where it belongs from source text rather than from the secret sentence,
+    whose format is the same in every source (with bare secret sentences, a quarter of a router stage's
+    data could be alike across sources and a stage failed to learn its own expert)."""
+    text = _GENERATORS[domain](_Ctx(random.Random(f"moe_unlearn.canary-lead:{seed}:{cid}")), 400)
+    head = text.encode()[: _CANARY_LEAD_BYTES + 1].decode(errors="ignore")
+    return head.rsplit(None, 1)[0].strip() if len(text.encode()) > _CANARY_LEAD_BYTES else text.strip()
 
 
 @functools.lru_cache(maxsize=512)  # an audit ranks each canary under two models

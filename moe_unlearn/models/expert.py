@@ -33,12 +33,15 @@ class CausalSelfAttention(nn.Module):
         p = self.dropout if self.training else 0.0
         if past is None:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
-        else:  # the shared prefix's keys broadcast over the batch rather than being copied per row
-            P, scale = past[0].shape[2], q.shape[-1] ** -0.5
+        else:  # every row attends to the one shared prefix: one (nh, B*T, P) matmul, no per-row copies
+            P, nh, hs = past[0].shape[2], self.n_head, C // self.n_head
             future = torch.ones(T, T, dtype=torch.bool, device=x.device).triu(1)
-            own = (q @ k.transpose(-2, -1)).masked_fill(future, -torch.inf)
-            att = (torch.cat([q @ past[0].transpose(-2, -1), own], dim=-1) * scale).softmax(-1)
-            y = att[..., :P] @ past[1] + att[..., P:] @ v
+            own = (q @ k.transpose(-2, -1)).masked_fill(future, -torch.inf)  # (B, nh, T, T)
+            rows = q.transpose(0, 1).reshape(nh, B * T, hs)
+            shared = (rows @ past[0][0].transpose(-2, -1)).view(nh, B, T, P).transpose(0, 1)  # (B, nh, T, P)
+            att = (torch.cat([shared, own], dim=-1) * hs**-0.5).softmax(-1)
+            on_prefix = att[..., :P].transpose(0, 1).reshape(nh, B * T, P) @ past[1][0]  # (nh, B*T, hs)
+            y = on_prefix.view(nh, B, T, hs).transpose(0, 1) + att[..., P:] @ v
         return self.proj(y.transpose(1, 2).reshape(B, T, C)), (k, v)
 
 

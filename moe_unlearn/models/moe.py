@@ -77,8 +77,8 @@ class MixtureOfExperts(nn.Module):
         for start in range(0, len(continuations), batch_size):
             targets = everything[start : start + batch_size]  # (N, n)
             tails = targets[:, :-1]  # the continuation bytes that are inputs (predicting the next one)
-            inputs = torch.cat([head.expand(len(targets), -1), tails], dim=1)
-            weights = expert_weights(self.router(inputs), self.top_k)[:, len(prefix) :]  # (N, n, K)
+            logits = self.router.classify(self.router.continuation_features(head, tails))
+            weights = expert_weights(logits, self.top_k)  # (N, n, K)
             used = (weights.flatten(0, 1) > 0).any(0).nonzero()[:, 0].tolist()
             per_expert = []  # log p_e(target byte), (N, n) per used expert: only the targets are mixed
             for i in used:

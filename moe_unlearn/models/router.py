@@ -53,6 +53,20 @@ class Router(nn.Module):
         counts = torch.arange(1, inputs.shape[1] + 1, device=inputs.device, dtype=sums.dtype)
         return sums / counts[None, :, None]
 
+    def continuation_features(self, head: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:
+        """`features(cat([head] * N, tails))` at the last tails.shape[1] + 1 positions (the ones that
+        predict a continuation's bytes), computed from the shared head once: head (1, P + 1) is BOS and a
+        P-byte prefix, tails (N, n - 1) the continuations' bytes that are inputs. Returns (N, n, C)."""
+        k, p = self.cfg.kernel, head.shape[1] - 1
+        shared = self.features(head)[:, -1] * (p + 1)  # prior + the prefix's u_s: (1, C)
+        if tails.shape[1] == 0:
+            return (shared / (p + 1)).expand(tails.shape[0], 1, -1)
+        context = head[:, 1:][:, max(0, p - (k - 1)) :].expand(tails.shape[0], -1)  # the windows' prefix bytes
+        u = F.gelu(self._causal_conv(torch.cat([context, tails], dim=1)))[:, context.shape[1] :]  # (N, n-1, C)
+        sums = torch.cat([shared.expand(tails.shape[0], 1, -1), shared + u.cumsum(dim=1)], dim=1)
+        counts = torch.arange(p + 1, p + 1 + sums.shape[1], dtype=sums.dtype, device=sums.device)
+        return sums / counts[None, :, None]
+
     def classify(self, features: torch.Tensor) -> torch.Tensor:
         """Expert logits from running means, any leading shape."""
         return self.head(self.mlp(features))

@@ -103,7 +103,9 @@ def _run_job(run_dir: Path, registry: Registry, console: Console) -> list[str]:
     measured: dict = {}
 
     def audit(after: int) -> None:
-        measured.update(audit_numbers(run_dir, registry, cfg, audited, job[0]["result"]["version_before"], after))
+        measured.update(
+            audit_numbers(run_dir, registry, cfg, audited, job[0]["result"]["version_before"], after, console)
+        )
 
     before_switch = audit if audited and cfg else None
     manifest = None
@@ -167,7 +169,13 @@ def _run_job(run_dir: Path, registry: Registry, console: Console) -> list[str]:
 
 
 def audit_numbers(
-    run_dir: Path, registry: Registry, cfg: Config, request_ids: list[str], before: int | None, after: int
+    run_dir: Path,
+    registry: Registry,
+    cfg: Config,
+    request_ids: list[str],
+    before: int | None,
+    after: int,
+    console: Console | None = None,
 ) -> dict:
     """The audit's measurements of versions `before` and `after` (numbers only), while the forgotten
     text still exists: see moe_unlearn.audit.collect."""
@@ -178,7 +186,7 @@ def audit_numbers(
     data = audit_data(cfg, forgotten, live, AuditSettings())
     old, _ = load_version(run_dir, before if before is not None else after)
     new, manifest = load_version(run_dir, after)
-    numbers = measure(old, new, data, AuditSettings())
+    numbers = measure(old, new, data, AuditSettings(), console)
     numbers["counts"]["forget"] = len(forgotten)
     numbers["versions"] = {"before": before, "after": after}
     numbers["method"] = manifest.get("method", "exact")

@@ -3,8 +3,6 @@ directory and a fresh process, with the served version's config and the registry
 
 `verify_against_oracle` trains it and compares every tensor of every file (sha256) with the served
 version: after any forget, drop, add or update they are equal on the same machine and threads.
-
-    python -m moe_unlearn.unlearning.oracle WORK_DIR   # what the subprocess runs
 """
 
 import json
@@ -29,6 +27,12 @@ from moe_unlearn.storage.versions import (
 
 # The registry's source -> expert map is passed by `ingest --expert`, so the config's own map is cleared.
 ORACLE_OVERRIDES = ["data.builtin=false", "trainer.progress_bar=false", "experts=[]"]
+# What the fresh process runs (not `python -m` this module: importing the package imports it first, and
+# runpy warns about that).
+ORACLE_PROCESS = (
+    "import sys; from pathlib import Path; from moe_unlearn.unlearning.oracle import train_oracle; "
+    "train_oracle(Path(sys.argv[1]))"
+)
 
 
 def export_retained(run_dir: Path, registry: Registry, work_dir: Path) -> None:
@@ -78,8 +82,15 @@ def compare(run_dir: Path, oracle_run_dir: Path) -> dict:
             b = tensor_hashes(load_tensors(theirs_dir / path, theirs["files"][path]["sha256"]))
             differ = sorted(k for k in set(a) | set(b) if a.get(k) != b.get(k))
             files[path] = "equal" if not differ else f"differs in {len(differ)} tensors ({differ[0]}, ...)"
+    # Lineage: the hash of config, name, position and the ids of the records each file was trained on.
+    lineage = {
+        path: mine["files"].get(path, {}).get("lineage") == theirs["files"].get(path, {}).get("lineage")
+        for path in files
+    }
     return {
         "equal": all(v == "equal" for v in files.values()) and mine["experts"] == theirs["experts"],
+        "lineage_equal": all(lineage.values()) and mine["experts"] == theirs["experts"],
+        "lineage_differs": sorted(path for path, same in lineage.items() if not same),
         "experts": mine["experts"],
         "oracle_experts": theirs["experts"],
         "files": files,
@@ -91,7 +102,8 @@ def compare(run_dir: Path, oracle_run_dir: Path) -> dict:
 
 def verify_against_oracle(run_dir: Path, registry: Registry, work_dir: Path | None, console: Console) -> dict:
     """Train the oracle in a subprocess and compare. `comparable` is False when the served version was
-    built on another torch, CPU or thread count (then bit-identity is not expected: lineage is the proof)."""
+    built on another torch or CPU (threads come from the config): bit-identity is not expected then, and
+    `lineage_equal` (same config, expert order and training records for every file) is the evidence."""
     served = read_manifest(version_dir(run_dir, read_current(run_dir)))
     here = environment()
     keys = ("torch", "cpu_capability", "cpu_flags_sha256", "machine", "cuda")  # threads come from the config
@@ -103,14 +115,10 @@ def verify_against_oracle(run_dir: Path, registry: Registry, work_dir: Path | No
         export_retained(run_dir, registry, work)
         console.print(f"training the oracle from scratch in {work} (fresh process) ...")
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "moe_unlearn.unlearning.oracle", str(work)], check=True)
+        subprocess.run([sys.executable, "-c", ORACLE_PROCESS, str(work)], check=True)
         seconds = time.perf_counter() - started
         result = compare(run_dir, work / "run")
     finally:
         if own:
             shutil.rmtree(work, ignore_errors=True)
     return {**result, "comparable": not mismatch, "environment_differs": mismatch, "oracle_seconds": round(seconds, 1)}
-
-
-if __name__ == "__main__":
-    train_oracle(Path(sys.argv[1]))

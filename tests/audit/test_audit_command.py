@@ -1,5 +1,6 @@
 """End to end: train with canaries -> `forget --audit` -> `verify` exits 0 -> `audit` writes the report;
-an approximate forget (gradient ascent) is certified as such and `verify` exits 1."""
+an approximate forget (gradient ascent) is certified as such and `verify` exits 1; `canaries` shows a
+canary before and after its forget (what `make run` ends with)."""
 
 import json
 import shutil
@@ -19,7 +20,8 @@ CANARIES, REPEATS = 136, 2
 def canary_run(tmp_path_factory):
     """A tiny run whose corpus holds 128 canaries, each inserted twice."""
     run_dir = tmp_path_factory.mktemp("audit") / "run"
-    Run(run_dir).train(TINY, [f"data.corpus.canaries={CANARIES}", f"data.corpus.canary_repeats={REPEATS}"])
+    overrides = [f"data.corpus.canaries={CANARIES}", f"data.corpus.canary_repeats={REPEATS}"]
+    Run(run_dir).train(TINY, [*overrides, "model.expert.block_size=160"])  # a canary fits in one block
     return run_dir
 
 
@@ -27,7 +29,7 @@ def canary_run(tmp_path_factory):
 def ids_file(tmp_path):
     """Every copy of every canary: forgetting them all makes them never-trained-on again."""
     path = tmp_path / "canaries.txt"
-    ids = [f"{c.id}-r{r}" for c in make_canaries(CANARIES, 0, 3) for r in range(REPEATS)]
+    ids = [i for c in make_canaries(CANARIES, 0, 3) for i in c.record_ids(REPEATS)]
     path.write_text("\n".join(ids) + "\n")
     return path
 
@@ -72,21 +74,22 @@ def test_exact_forget_audit_verify_and_report(canary_run, ids_file, tmp_path):
         assert not any(s.encode() in data for s in secrets[:20])
 
 
-def test_approximate_forget_is_certified_as_such_and_verify_says_different(canary_run, ids_file, tmp_path):
-    run_dir = tmp_path / "run"
-    shutil.copytree(canary_run, run_dir)
-    few = tmp_path / "few.txt"  # a dozen canaries are enough here (and keep the audit quick)
-    few.write_text("\n".join(ids_file.read_text().splitlines()[: 12 * REPEATS]) + "\n")
-    ids = few.read_text().split()
-    certificate = Run(run_dir).forget(records=ids, audit=True, method="gradient-ascent")
+def test_approximate_forget_is_certified_as_such_and_verify_says_different(tiny_copy):
+    """Audited like an exact one (the same measures; here without canaries, which keeps it quick), but
+    certified APPROXIMATE, with no oracle for privleak, and `verify` finds it different."""
+    run = Run(tiny_copy)
+    weather = [r.id for r in run._open(None).records(["weather"])][:20]
+    certificate = run.forget(records=weather, audit=True, method="gradient-ascent")
     assert certificate["method"] == "gradient-ascent" and not certificate["oracle_equal"]
     assert "APPROXIMATE" in certificate["statement"]
-    assert cli("verify", "--run-dir", run_dir).returncode == 1
+    assert cli("verify", "--run-dir", tiny_copy).returncode == 1
 
-    report = Run(run_dir).audit(certificate["request_id"])
+    report = Run(tiny_copy).audit(certificate["request_id"])
     assert report["method"] == "gradient-ascent" and not report["exact"]
+    assert report["membership"]["attacks"]["loss"]["after"]["se"] > 0
     assert report["membership"]["privleak"] is None  # no oracle to compare with
-    assert "not oracle-equal" in (run_dir / "audits" / certificate["request_id"] / "audit.md").read_text().lower()
+    assert report["canaries"] is None
+    assert "not oracle-equal" in (tiny_copy / "audits" / certificate["request_id"] / "audit.md").read_text().lower()
 
 
 def test_audit_of_an_unaudited_or_unknown_request_is_a_one_line_error(tiny_copy):
@@ -99,3 +102,31 @@ def test_audit_of_an_unaudited_or_unknown_request_is_a_one_line_error(tiny_copy)
 def test_unknown_method_is_a_user_error(tiny_copy):
     done = cli("forget", "--record", "recipes-000001", "--method", "magic", "--run-dir", tiny_copy)
     assert done.returncode == 2 and "unknown method" in done.stderr
+
+
+def test_canaries_command_shows_a_canary_before_and_after_its_forget(canary_run, tmp_path):
+    """What `make run` ends with: a canary's copies, the model's continuation and the secret's rank,
+    before and after `forget --match` of its sentence."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(canary_run, run_dir)
+    args = ("canaries", "--id", "canary-0001", "--candidates", "63", "--run-dir", run_dir)
+    before = json.loads(cli(*args, "--json").stdout)
+    (row,) = before["canaries"]
+    assert row["id"] == "canary-0001" and row["copies_trained_on"] >= 1 and 1 <= row["rank"] <= 64
+    assert len(row["greedy"]) == len(row["secret"]) and row["extracted"] == (row["greedy"] == row["secret"])
+    text = cli(*args).stdout
+    assert row["secret"] in text and "greedy continuation" in text and "among 64 random secrets" in text
+
+    sentence = row["prefix"].split("\n")[-1]
+    assert cli("forget", "--match", sentence, "--run-dir", run_dir).returncode == 0
+    after = json.loads(cli(*args, "--json").stdout)
+    assert after["canaries"][0]["copies_trained_on"] == 0 and after["version"] == before["version"] + 1
+
+
+def test_canaries_command_errors_are_one_line(canary_run, tiny_copy):
+    for run_dir, args, message in (
+        (canary_run, ("--id", "canary-9999"), "unknown canary"),
+        (tiny_copy, (), "this run has no canaries"),
+    ):
+        done = cli("canaries", *args, "--run-dir", run_dir)
+        assert done.returncode == 2 and message in done.stderr and len(done.stderr.strip().splitlines()) == 1

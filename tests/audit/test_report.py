@@ -19,7 +19,14 @@ def make_audit() -> dict:
         "method": "exact",
         "exact": True,
         "versions": {"before": 1, "after": 2},
-        "counts": {"forget": 200, "forget_trained": 200, "heldout": 200, "retained": 200},
+        "counts": {
+            "forget": 200,
+            "forget_trained": 200,
+            "heldout": 200,
+            "retained": 200,
+            "members": 200,
+            "nonmembers": 200,
+        },
         "bits_per_byte": {
             "forget": {"before": 0.81, "after": 1.92},
             "retained": {"before": 0.75, "after": 0.76},
@@ -37,9 +44,10 @@ def make_audit() -> dict:
                 "min_k": {"before": 38.0, "after": 0.0},
             },
             "privleak_oracle": "after-model (bit-identical to retraining)",
+            "nonmembers": "200 held-out records of the same sources",
             "scores": {
-                "forget": {"before": scores(-0.6), "after": scores(-1.7)},
-                "heldout": {"before": scores(-1.5), "after": scores(-1.7)},
+                "members": {"before": scores(-0.6), "after": scores(-1.7)},
+                "nonmembers": {"before": scores(-1.5), "after": scores(-1.7)},
             },
         },
         "canaries": {
@@ -166,5 +174,5 @@ def test_summary_rows_format_as_documented():
 
 def test_summary_rows_name_unequal_sides():
     audit = make_audit()
-    audit["membership"]["scores"]["forget"]["before"]["loss"] = [0.0] * 36
-    assert summary_rows(audit)[3] == ("MIA AUC loss (n=36 forget / 200 held-out)", "0.71 ± 0.03", "0.50 ± 0.03")
+    audit["membership"]["scores"]["members"]["before"]["loss"] = [0.0] * 36
+    assert summary_rows(audit)[3] == ("MIA AUC loss (n=36 forgotten / 200 never seen)", "0.71 ± 0.03", "0.50 ± 0.03")

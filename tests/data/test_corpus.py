@@ -13,6 +13,7 @@ from collections import Counter, defaultdict
 import pytest
 
 from moe_unlearn.data.corpus import (
+    CANARY_MAX_BYTES,
     DOMAINS,
     MAX_CANARY_REPEATS,
     MAX_DOMAINS,
@@ -227,6 +228,18 @@ def test_canaries_have_unique_prefixes_and_varied_secrets() -> None:
     per_domain = Counter(c.source for c in canaries)
     assert per_domain == {d: 500 // 16 + (k < 500 % 16) for k, d in enumerate(DOMAINS)}  # round-robin
     assert make_canaries(500, seed=2, domains=16) != canaries
+
+
+def test_a_canary_opens_with_text_of_its_own_domain() -> None:
+    """The secret sits in text of its source (so the router can place it), and that line is new text."""
+    canaries = make_canaries(32, seed=0, domains=16)
+    corpus_texts = [r.text for r in generate_corpus(domains=16, records_per_domain=20, seed=0)]
+    for c in canaries:
+        lead, sentence = c.prefix.rsplit("\n", 1)
+        assert 0 < len(lead.encode()) <= 96 and sentence.endswith((" is ", ": ", " with "))
+        assert len(c.text.encode()) <= CANARY_MAX_BYTES
+        assert not any(t.startswith(lead + "\n") for t in corpus_texts)
+    assert len({c.prefix.rsplit("\n", 1)[0] for c in canaries}) == 32
 
 
 def test_never_inserted_canaries_are_distinct_and_same_format() -> None:

@@ -269,3 +269,14 @@ def test_expert_weights_casts_to_float32() -> None:
     w = expert_weights(logits, 2)
     assert w.dtype == torch.float32
     torch.testing.assert_close(w.sum(-1), torch.ones(2, 3))
+
+
+@pytest.mark.parametrize("prefix_bytes", [0, 1, 2, 5, 40])
+@pytest.mark.parametrize("n", [1, 2, 7])
+def test_continuation_features_equal_the_full_features(prefix_bytes: int, n: int) -> None:
+    """Canary scoring reads the shared prefix once; the result must be the full computation's."""
+    router = make_router()
+    head = random_inputs(1, prefix_bytes, seed=3)  # BOS + prefix
+    tails = torch.randint(0, VOCAB, (6, n - 1), generator=torch.Generator().manual_seed(4))
+    full = router.features(torch.cat([head.expand(6, -1), tails], dim=1))[:, prefix_bytes:]
+    assert torch.allclose(router.continuation_features(head, tails), full, atol=1e-6)

@@ -21,7 +21,7 @@ from tests.conftest import REPO, TINY, cli
 def canary_run(tmp_path_factory):
     """A tiny run whose corpus holds canaries (secret-looking strings, each in several records)."""
     run_dir = tmp_path_factory.mktemp("canary") / "run"
-    Run(run_dir).train(TINY, ["data.corpus.canaries=4", "data.corpus.canary_repeats=3"])
+    Run(run_dir).train(TINY, ["data.corpus.canaries=4", "data.corpus.canary_repeats=3", "model.expert.block_size=160"])
     return run_dir
 
 

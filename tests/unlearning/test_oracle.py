@@ -10,6 +10,7 @@ import pytest
 from moe_unlearn import Run, UserError
 from moe_unlearn.data.splits import is_heldout, replay_sample
 from moe_unlearn.unlearning.job import served_config
+from moe_unlearn.unlearning.oracle import compare as oracle_compare
 from tests.conftest import TINY
 
 
@@ -152,6 +153,36 @@ def test_verify_detects_a_model_that_is_not_the_oracle(tiny_copy, tmp_path):
     result = run.verify(tmp_path / "oracle")
     assert not result["equal"]
     assert result["files"]["experts/code.safetensors"].startswith("differs")
+
+
+def test_verify_on_another_torch_exits_3_and_compares_lineage_instead(tiny_copy, tmp_path, monkeypatch):
+    """Built elsewhere (here: a manifest naming another torch), bit-identity cannot be judged: exit 3,
+    saying which part of the environment differs, and the manifests' training-data lineage compared."""
+    from typer.testing import CliRunner
+
+    from moe_unlearn import cli
+    from moe_unlearn.unlearning import oracle
+
+    real = oracle.environment
+    monkeypatch.setattr(oracle, "environment", lambda: {**real(), "torch": "0.0-elsewhere"})
+    done = CliRunner().invoke(cli.app, ["verify", "--run-dir", str(tiny_copy), "--work-dir", str(tmp_path / "o")])
+    assert done.exit_code == 3, done.output
+    assert "different torch" in done.output and "lineage: identical" in done.output
+
+
+def test_lineage_comparison_names_the_files_trained_on_other_records(tiny_run_dir, tiny_copy):
+    Run(tiny_copy).forget(records=ids_of(tiny_copy, "weather")[0][:1])
+    result = oracle_compare(tiny_copy, tiny_run_dir)  # as if the oracle had trained on the old records
+    assert not result["lineage_equal"]
+    assert result["lineage_differs"] == [
+        "experts/weather.safetensors",
+        *(
+            f"router/stage_{i}.safetensors"
+            for i in (1, 2)
+            if result["files"][f"router/stage_{i}.safetensors"] != "equal"
+        ),
+    ]
+    assert oracle_compare(tiny_run_dir, tiny_run_dir)["lineage_equal"]
 
 
 @pytest.mark.parametrize("bad", ["recipes-000000", "nope"])
