@@ -13,7 +13,9 @@ REPO = Path(__file__).resolve().parent.parent
 TINY = REPO / "configs" / "experiment" / "tiny.yaml"
 
 
-def cli(*args, input: str | None = None, cwd: Path = REPO, env: dict | None = None) -> subprocess.CompletedProcess:
+def cli(
+    *args, input: str | None = None, cwd: Path = REPO, env: dict | None = None, timeout: float = 300
+) -> subprocess.CompletedProcess:
     """Run `python -m moe_unlearn ARGS...` as a user would, capturing its output."""
     return subprocess.run(
         [sys.executable, "-m", "moe_unlearn", *map(str, args)],
@@ -22,7 +24,7 @@ def cli(*args, input: str | None = None, cwd: Path = REPO, env: dict | None = No
         cwd=cwd,
         env=env,
         input=input,
-        timeout=300,
+        timeout=timeout,
     )
 
 

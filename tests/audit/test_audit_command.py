@@ -35,7 +35,8 @@ def ids_file(tmp_path):
 
 
 def forget(run_dir, ids_file, *extra) -> dict:
-    done = cli("forget", "--ids-file", ids_file, "--audit", "--json", "--run-dir", run_dir, *extra)
+    # Ranks 272 canaries among 4,096 candidates under two models: ~2 minutes alone on 2 cores.
+    done = cli("forget", "--ids-file", ids_file, "--audit", "--json", "--run-dir", run_dir, *extra, timeout=900)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 
