@@ -89,7 +89,11 @@ def ingest(
     run_dir: RunDir = DEFAULT_RUN_DIR,
     as_json: AsJson = False,
 ):
-    """Add records to a source, all or nothing; `update` (or `train`) then trains what changed."""
+    """Add records to a source, all or nothing; `update` (or `train`) then trains what changed.
+
+    Files are streamed (never read whole), with a progress bar over the bytes read; a bad line stops the
+    ingest with FILE:LINE and nothing added.
+    """
     result = Run(run_dir, console=err).ingest(
         source, files, expert=expert, id_field=id_field, text_field=text_field, allow_forgotten=allow_forgotten
     )

@@ -75,11 +75,12 @@ class OptimConfig:
     batch_size: int = 4  # longest examples per step: a step holds up to batch_size * longest bytes
     max_epochs: int = 2  # passes over the training records
     max_steps: int = -1  # stop after this many steps (-1: no limit)
+    grad_clip: float = 0.0  # clip the gradient's global norm to this (0: no clipping)
 
 
 @dataclass
 class RouterTrainConfig(OptimConfig):
-    prefix_bytes: int = 96  # router stages train on the first bytes of each record
+    prefix_bytes: int = 160  # router stages train on the first bytes of each record
     label_stride: int = 4  # classify every n-th position of a prefix (and its last)
     stage_records: int = 600  # the stage's own expert: a seeded sample of its retained records (0: all)
     replay_records: int = 2400  # retained records of the earlier experts replayed per stage, shared evenly
@@ -91,9 +92,9 @@ class RouterTrainConfig(OptimConfig):
 @dataclass
 class TrainConfig:
     experts: list[str] | None = None  # train only these experts (others reused); null: all as needed
-    expert: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3))
+    expert: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, grad_clip=1.0))
     router: RouterTrainConfig = field(
-        default_factory=lambda: RouterTrainConfig(lr=3e-2, warmup_steps=10, batch_size=128, max_epochs=1)
+        default_factory=lambda: RouterTrainConfig(lr=3e-2, warmup_steps=10, batch_size=128, max_epochs=3)
     )
 
 

@@ -25,7 +25,7 @@ from moe_unlearn.audit.measure import canary_exposure
 from moe_unlearn.audit.report import write_report
 from moe_unlearn.config import Config, config_from_yaml, load_config
 from moe_unlearn.data.corpus import generate_corpus, make_canaries
-from moe_unlearn.data.ingest import read_files
+from moe_unlearn.data.ingest import progress_bar, read_files
 from moe_unlearn.data.splits import is_heldout
 from moe_unlearn.errors import UserError
 from moe_unlearn.faults import crash_point
@@ -83,7 +83,7 @@ class Run:
         check_name("source", source)
         with self._lock():
             registry = self._open(None if self.exists() else load_config())  # new: default built-in corpus
-            with registry.transaction():
+            with registry.transaction(), progress_bar(self.console):
                 if not registry.has_source(source):
                     registry.add_source(source, expert or source)
                 elif expert and registry.source_map()[source] != expert:

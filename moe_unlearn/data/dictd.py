@@ -5,9 +5,12 @@ original headword, is written by `dictfmt --index-keep-orig`), and `NAME.dict.dz
 compressed with dictzip (gzip with a random-access field, so `gzip` reads it). Offsets and lengths are byte
 counts in the uncompressed text, written in base 64 with the digits `A-Za-z0-9+/`, most significant first.
 
-Headwords starting with "00-database" or "00database" are dictfmt's metadata and are skipped; headwords
-sharing an offset share one definition, written once (the first in index order). The index is held as a
-list; the text is streamed in offset order, forward only, a chunk at a time.
+Headwords starting with "00-database" or "00database" are dictfmt's metadata and are skipped, and so are
+other headwords pointing at the same text (gcide indexes its metadata also as "00-gcide-long",
+"00-web1913-info", ...). Headwords sharing an offset share one definition, written once; its id is made from
+the first of them in index order that has a letter or digit (foldoc indexes "&" before "ampersand"), else
+from the first. The index is held as a list; the text is streamed in offset order, forward only, a chunk at
+a time.
 """
 
 import gzip
@@ -39,7 +42,7 @@ _CHUNK = 64 * 1024  # bytes read from the dictionary text at a time
 _SLUG_LENGTH = 40
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IndexEntry:
     """One index line: the headword and the byte range of its definition in the uncompressed text."""
 
@@ -69,7 +72,8 @@ def is_metadata(headword: str) -> bool:
 def _read_index(path: Path) -> tuple[list[IndexEntry], int]:
     """(entries in index order without metadata, number of metadata entries skipped); see `read_index`."""
     entries: list[IndexEntry] = []
-    skipped = 0
+    metadata_offsets: set[int] = set()
+    metadata_lines = 0
     try:
         with Path(path).open("rb") as f:
             for lineno, raw in enumerate(f, start=1):
@@ -82,21 +86,24 @@ def _read_index(path: Path) -> tuple[list[IndexEntry], int]:
                         f"{path}:{lineno}: expected headword, offset and length separated by tabs, "
                         f"got {len(fields)} field{'s' if len(fields) != 1 else ''}"
                     )
-                if is_metadata(fields[0]):
-                    skipped += 1
-                    continue
                 try:
                     offset, length = decode_number(fields[1]), decode_number(fields[2])
                 except ValueError as e:
                     raise UserError(f"{path}:{lineno}: {e}") from None
-                entries.append(IndexEntry(fields[3] if len(fields) == 4 else fields[0], offset, length))
+                if is_metadata(fields[0]):
+                    metadata_offsets.add(offset)
+                    metadata_lines += 1
+                else:
+                    entries.append(IndexEntry(fields[3] if len(fields) == 4 else fields[0], offset, length))
     except OSError as e:
         raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
-    return entries, skipped
+    kept = [entry for entry in entries if entry.offset not in metadata_offsets]
+    return kept, metadata_lines + len(entries) - len(kept)
 
 
 def read_index(path: Path) -> list[IndexEntry]:
-    """The entries of a dictd index in index order, metadata skipped; UserError naming the line if malformed."""
+    """The entries of a dictd index in index order, metadata skipped (also headwords at a metadata entry's
+    offset); UserError naming the line if malformed."""
     return _read_index(path)[0]
 
 
@@ -139,7 +146,8 @@ def _definitions(f: BinaryIO, entries: list[IndexEntry], path: Path) -> Iterator
 def convert(index_path: Path, dict_path: Path, out_path: Path, name: str, console: Console | None = None) -> dict:
     """Write one dictd dictionary as JSONL, one `{"id", "text"}` line per definition, in offset order.
 
-    The id is f"{name}:{slug(headword)}:{offset}"; the text is the definition decoded as UTF-8 (bad bytes
+    The id is f"{name}:{slug(headword)}:{offset}" (of the first headword at that offset with a letter or
+    digit, else of the first); the text is the definition decoded as UTF-8 (bad bytes
     replaced), stripped; empty ones are skipped. Written to a temporary file renamed at the end. Returns counts:
     entries (index entries, metadata excluded) = written + duplicates (offset already written) + empty;
     skipped_metadata. A progress bar is shown on `console` (none when None).
@@ -147,14 +155,16 @@ def convert(index_path: Path, dict_path: Path, out_path: Path, name: str, consol
     index_path, dict_path, out_path = Path(index_path), Path(dict_path), Path(out_path)
     entries, skipped = _read_index(index_path)
     counts = {"entries": len(entries), "written": 0, "duplicates": 0, "skipped_metadata": skipped, "empty": 0}
-    unique: list[IndexEntry] = []
-    seen: set[int] = set()
-    for entry in sorted(entries, key=lambda e: e.offset):  # stable: the first in index order is kept
-        if entry.offset in seen:
-            counts["duplicates"] += 1
-        else:
-            seen.add(entry.offset)
-            unique.append(entry)
+    by_offset: dict[int, IndexEntry] = {}
+    for entry in entries:  # index order: the first entry at an offset gives the byte range
+        kept = by_offset.get(entry.offset)
+        if kept is None:
+            by_offset[entry.offset] = entry
+            continue
+        counts["duplicates"] += 1
+        if slug(kept.headword) == "-" and slug(entry.headword) != "-":  # "ampersand" names it rather than "&"
+            by_offset[entry.offset] = IndexEntry(entry.headword, kept.offset, kept.length)
+    unique = sorted(by_offset.values(), key=lambda e: e.offset)
     try:
         out_path.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

@@ -3,12 +3,28 @@
 Files are never read whole: they are opened in binary mode and iterated by line, each line decoded as strict
 UTF-8 so that a bad byte is reported with its line. Every mistake in a file raises `UserError` with a message
 starting with `"{path}:{lineno}: "` (or `"{path}: "` where no line applies). Only ids and their places are
-kept for duplicate detection, never texts.
+kept for duplicate detection (one dict entry per record), never texts.
+
+Inside `progress_bar(console)`, `read_files` shows a bar over the bytes it has read (`Run.ingest` sets one up
+around its registry transaction, so the reading deep inside it needs no console passed down).
 """
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 
 from moe_unlearn.data.records import Record
 from moe_unlearn.errors import UserError
@@ -16,6 +32,28 @@ from moe_unlearn.errors import UserError
 SUPPORTED_SUFFIXES = (".txt", ".jsonl")
 
 _BOM = b"\xef\xbb\xbf"
+_PROGRESS_STEP = 1 << 20  # bytes read between two updates of the progress bar
+_LINE_BITS = 40  # an id's place, (number of the file, line), is kept as one int: number << 40 | line
+_progress: ContextVar[Progress | None] = ContextVar("moe_unlearn_ingest_progress", default=None)
+
+
+@contextmanager
+def progress_bar(console: Console | None) -> Iterator[Progress]:
+    """Show, on `console`, a progress bar over the bytes that `read_files` reads inside this block (one task
+    per `read_files` call, named after the file being read). Nothing is shown when `console` is None."""
+    columns = (
+        TextColumn("[progress.description]{task.description}"),
+        BarColumn(),
+        DownloadColumn(),
+        TransferSpeedColumn(),
+        TimeRemainingColumn(),
+    )
+    with Progress(*columns, console=console, disable=console is None, transient=True) as progress:
+        token = _progress.set(progress)
+        try:
+            yield progress
+        finally:
+            _progress.reset(token)
 
 
 def _check_path(path: Path) -> None:
@@ -29,14 +67,21 @@ def _check_path(path: Path) -> None:
         raise UserError(f"{path}: unsupported file type {kind}; supported: {', '.join(SUPPORTED_SUFFIXES)}")
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
-    """Yield (1-based line number, line without its \\n or \\r\\n) of a UTF-8 file, skipping a leading BOM."""
+def _lines(path: Path, on_read: Callable[[int], None] | None = None) -> Iterator[tuple[int, str]]:
+    """Yield (1-based line number, line without its \\n or \\r\\n) of a UTF-8 file, skipping a leading BOM;
+    `on_read(n)` is told of the bytes read, about every `_PROGRESS_STEP` bytes and at the end."""
     try:
         f = path.open("rb")
     except OSError as e:
         raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
+    unreported = 0
     with f:
         for lineno, raw in enumerate(f, start=1):
+            if on_read is not None:
+                unreported += len(raw)
+                if unreported >= _PROGRESS_STEP:
+                    on_read(unreported)
+                    unreported = 0
             skipped = len(_BOM) if lineno == 1 and raw.startswith(_BOM) else 0
             try:
                 line = raw[skipped:].decode("utf-8")
@@ -45,12 +90,14 @@ def _lines(path: Path) -> Iterator[tuple[int, str]]:
                     f"{path}:{lineno}: not valid UTF-8 (byte {skipped + e.start + 1} of the line)"
                 ) from None
             yield lineno, line.removesuffix("\n").removesuffix("\r")
+    if on_read is not None and unreported:
+        on_read(unreported)
 
 
-def _txt_records(path: Path, source: str) -> Iterator[tuple[int, Record]]:
+def _txt_records(path: Path, source: str, on_read: Callable[[int], None] | None) -> Iterator[tuple[int, Record]]:
     """Yield (start line, record) of a .txt file: records are separated by blank lines."""
     start, buf = 0, []
-    for lineno, line in _lines(path):
+    for lineno, line in _lines(path, on_read):
         if line.strip():
             if not buf:
                 start = lineno
@@ -62,10 +109,11 @@ def _txt_records(path: Path, source: str) -> Iterator[tuple[int, Record]]:
         yield start, Record(id=f"{path.stem}:{start}", source=source, text="\n".join(buf).strip())
 
 
-def _jsonl_records(path: Path, source: str, id_field: str, text_field: str) -> Iterator[tuple[int, Record]]:
-    """Yield (line, record) of a .jsonl file: one JSON object per non-blank line, ids unique in the file."""
-    first_line: dict[str, int] = {}
-    for lineno, line in _lines(path):
+def _jsonl_records(
+    path: Path, source: str, id_field: str, text_field: str, on_read: Callable[[int], None] | None
+) -> Iterator[tuple[int, Record]]:
+    """Yield (line, record) of a .jsonl file: one JSON object per non-blank line (ids not checked for repeats)."""
+    for lineno, line in _lines(path, on_read):
         if not line.strip():
             continue
         where = f"{path}:{lineno}:"
@@ -94,22 +142,37 @@ def _jsonl_records(path: Path, source: str, id_field: str, text_field: str) -> I
             raise UserError(f"{where} empty id in field {id_field!r}")
         if "source" in obj and obj["source"] != source:
             raise UserError(f"{where} record source {obj['source']!r} disagrees with the source {source!r}")
-        if rid in first_line:
-            raise UserError(f"{where} duplicate id {rid!r} (first at line {first_line[rid]})")
-        first_line[rid] = lineno
         yield lineno, Record(id=rid, source=source, text=text)
 
 
-def _located_records(
-    path: Path, source: str, id_field: str = "id", text_field: str = "text"
-) -> Iterator[tuple[int, Record]]:
-    """Yield (line, record) of one file (.txt ids are unique by construction: they hold the start line)."""
-    path = Path(path)
-    _check_path(path)
-    if path.suffix.lower() == ".txt":
-        yield from _txt_records(path, source)
-    else:
-        yield from _jsonl_records(path, source, id_field, text_field)
+def _unique_records(
+    paths: list[Path],
+    source: str,
+    id_field: str = "id",
+    text_field: str = "text",
+    on_read: Callable[[int], None] | None = None,
+    on_file: Callable[[Path], None] | None = None,
+) -> Iterator[Record]:
+    """Yield the records of `paths` in order, raising UserError at the first id seen before: "duplicate id"
+    within a file, "already used at FILE:LINE" across files. Each id's place is one packed int."""
+    places: dict[str, int] = {}
+    for number, path in enumerate(paths):
+        _check_path(path)
+        if on_file is not None:
+            on_file(path)
+        if path.suffix.lower() == ".txt":
+            located = _txt_records(path, source, on_read)
+        else:
+            located = _jsonl_records(path, source, id_field, text_field, on_read)
+        for lineno, record in located:
+            place = places.setdefault(record.id, number << _LINE_BITS | lineno)
+            first_number, first_line = place >> _LINE_BITS, place & ((1 << _LINE_BITS) - 1)
+            if first_number != number:
+                first = f"{paths[first_number]}:{first_line}"
+                raise UserError(f"{path}:{lineno}: id {record.id!r} already used at {first}")
+            if first_line != lineno:
+                raise UserError(f"{path}:{lineno}: duplicate id {record.id!r} (first at line {first_line})")
+            yield record
 
 
 def read_records(path: Path, source: str, *, id_field: str = "id", text_field: str = "text") -> Iterator[Record]:
@@ -118,17 +181,18 @@ def read_records(path: Path, source: str, *, id_field: str = "id", text_field: s
     .txt: records are separated by blank (empty or whitespace-only) lines; a record's text is its lines joined
     with "\\n", stripped; its id is f"{path.stem}:{n}" with n the line where the record starts.
     .jsonl: one JSON object per non-blank line, {id_field: str | int, text_field: str[, "source": str]}; int
-    ids become str, other keys are ignored, and a "source" key must equal `source`.
+    ids become str, other keys are ignored, a "source" key must equal `source`, and ids are unique.
     """
-    for _, record in _located_records(path, source, id_field, text_field):
-        yield record
+    yield from _unique_records([Path(path)], source, id_field, text_field)
 
 
-def read_files(paths: Iterable[Path], source: str, **fields: str) -> Iterator[Record]:
-    """Yield the records of several files in order (`fields`: id_field/text_field, as for `read_records`).
+def read_files(
+    paths: Iterable[Path], source: str, *, id_field: str = "id", text_field: str = "text"
+) -> Iterator[Record]:
+    """Yield the records of several files in order (`id_field`/`text_field` as for `read_records`).
 
     All paths are checked before any record is yielded; raises UserError also for a path given twice and for
-    an id repeated across files (naming both places).
+    an id repeated across files (naming both places). Inside `progress_bar`, the bytes read are shown.
     """
     paths = [Path(path) for path in paths]
     seen_paths: dict[Path, Path] = {}
@@ -138,11 +202,16 @@ def read_files(paths: Iterable[Path], source: str, **fields: str) -> Iterator[Re
         if key in seen_paths:
             raise UserError(f"{path}: file given twice (also as {seen_paths[key]})")
         seen_paths[key] = path
-    places: dict[str, tuple[Path, int]] = {}
-    for path in paths:
-        for lineno, record in _located_records(path, source, **fields):
-            if record.id in places:
-                first_path, first_line = places[record.id]
-                raise UserError(f"{path}:{lineno}: id {record.id!r} already used at {first_path}:{first_line}")
-            places[record.id] = (path, lineno)
-            yield record
+    progress = _progress.get()
+    if progress is None:
+        yield from _unique_records(paths, source, id_field, text_field)
+        return
+    task = progress.add_task(f"ingest {source}", total=sum(path.stat().st_size for path in paths))
+    yield from _unique_records(
+        paths,
+        source,
+        id_field,
+        text_field,
+        on_read=lambda n: progress.advance(task, n),
+        on_file=lambda path: progress.update(task, description=f"ingest {source}: {escape(path.name)}"),
+    )

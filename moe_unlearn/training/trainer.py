@@ -57,6 +57,7 @@ def fit(module: L.LightningModule, data: ExampleDataModule, cfg: Config, optim: 
         precision=cfg.trainer.precision,
         max_epochs=optim.max_epochs,
         max_steps=optim.max_steps,
+        gradient_clip_val=optim.grad_clip or None,
         deterministic=on_cpu(cfg),
         logger=CSVLogger(log_dir, name=name, version=""),
         default_root_dir=log_dir,

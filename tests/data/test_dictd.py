@@ -206,6 +206,38 @@ def test_convert_overlapping_entries(tmp_path):
     assert [r["text"] for r in read_jsonl(tmp_path / "o.jsonl")] == ["alpha beta gamma", "beta", "delta"]
 
 
+def test_convert_skips_other_headwords_of_metadata(tmp_path):
+    """gcide indexes its metadata also as "00-gcide-long", "00-web1913-info", ...: at 00-database offsets."""
+    texts = ["00-database-short\n   GCIDE\n", "00-database-info\n   About.\n", "word\n   A word.\n"]
+    index = [
+        ("00-web1913-info", 1),  # before the metadata line it shares an offset with
+        ("00-database-info", 1),
+        ("00-database-short", 0),
+        ("00-gcide-short", 0),
+        ("word", 2),
+        ("00-real-headword", 2),  # not metadata: its text is a definition
+    ]
+    index_path, dict_path = write_dictd(tmp_path, "g", texts, index)
+    assert [e.headword for e in read_index(index_path)] == ["word", "00-real-headword"]
+    counts = convert(index_path, dict_path, tmp_path / "g.jsonl", "g")
+    assert counts == {"entries": 2, "written": 1, "duplicates": 1, "skipped_metadata": 4, "empty": 0}
+    offset = len(texts[0]) + len(texts[1])
+    assert read_jsonl(tmp_path / "g.jsonl") == [{"id": f"g:word:{offset}", "text": "word\n   A word."}]
+
+
+def test_convert_id_prefers_a_headword_with_letters(tmp_path):
+    """foldoc indexes "&" before "ampersand": the id names the entry by the first headword with a letter or
+    digit; the byte range stays the first entry's; a symbol-only entry keeps "-"."""
+    texts = ["ampersand\n&\n   The character.\n", "~\n   Tilde.\n", "hash\n#\n   The sign.\n"]
+    index_path, dict_path = write_dictd(
+        tmp_path, "f", texts, [("#", 2), ("&", 0), ("amper", 0), ("ampersand", 0), ("hash", 2), ("~", 1)]
+    )
+    counts = convert(index_path, dict_path, tmp_path / "f.jsonl", "f")
+    assert counts["written"] == 3 and counts["duplicates"] == 3
+    ids = [r["id"] for r in read_jsonl(tmp_path / "f.jsonl")]
+    assert ids == ["f:amper:0", f"f:-:{len(texts[0])}", f"f:hash:{len(texts[0]) + len(texts[1])}"]
+
+
 def test_convert_entry_past_the_end(sample, tmp_path):
     index_path, dict_path = sample
     end = sum(len(t.encode()) for t in TEXTS)

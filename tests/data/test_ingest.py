@@ -1,13 +1,15 @@
 """Tests of moe_unlearn.data.ingest: round trips, one test per bad input, laziness and streaming."""
 
+import io
 import json
 import re
 import tracemalloc
 from pathlib import Path
 
 import pytest
+from rich.console import Console
 
-from moe_unlearn.data.ingest import SUPPORTED_SUFFIXES, read_files, read_records
+from moe_unlearn.data.ingest import SUPPORTED_SUFFIXES, progress_bar, read_files, read_records
 from moe_unlearn.data.records import Record
 from moe_unlearn.errors import UserError
 
@@ -262,3 +264,140 @@ def test_read_records_streams_large_file(tmp_path):
         tracemalloc.stop()
     assert n == count
     assert peak < 2 * 1024 * 1024
+
+
+# --- at scale: a memory cap, the progress bar, the command --------------------------------------------------
+
+# Run in a subprocess under RLIMIT_AS. The package's __init__ imports torch (seconds, hundreds of MiB of address
+# space), so only the modules under test are loaded: the reader and the registry, as Run.ingest uses them.
+CAPPED_INGEST = """
+import json, resource, sys, types
+from pathlib import Path
+
+package = types.ModuleType("moe_unlearn")
+package.__path__ = [sys.argv[1]]
+sys.modules["moe_unlearn"] = package
+from moe_unlearn.data.ingest import read_files
+from moe_unlearn.storage.registry import Registry
+
+registry = Registry(Path(sys.argv[2]))
+with registry.transaction():
+    registry.add_source("big", "big")
+vm_size = next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith("VmSize:"))
+cap = vm_size + int(sys.argv[3])
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+files = [Path(p) for p in sys.argv[4:]]
+with registry.transaction():
+    added = registry.insert_records(read_files(files, "big", id_field="key", text_field="body"))
+try:  # the cap is real: reading one of the files whole does not fit under it
+    files[0].read_bytes()
+    whole = True
+except MemoryError:
+    whole = False
+stored = registry.db.execute("SELECT COUNT(*), SUM(LENGTH(text)) FROM records").fetchone()
+print(json.dumps({"added": added, "whole_read_fits": whole, "stored": stored}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="needs Linux /proc for the address space size")
+def test_ingest_streams_files_larger_than_a_memory_cap(tmp_path):
+    """A 48 MiB .jsonl (other field names) and a 48 MiB .txt go into the registry under an address-space cap
+    of 24 MiB more than the process had before: they are streamed, never read whole."""
+    import subprocess
+    import sys
+
+    import moe_unlearn
+
+    headroom, size = 24 * 2**20, 48 * 2**20
+    body = "all work and no play makes jack a dull boy " * 400  # 17.6 kB
+    jsonl_path, txt_path = tmp_path / "big.jsonl", tmp_path / "big.txt"
+    count = size // len(body) + 1
+    with jsonl_path.open("w", encoding="utf-8") as f:
+        for i in range(count):
+            f.write(json.dumps({"key": i, "body": body, "id": "unused"}) + "\n")
+    with txt_path.open("w", encoding="utf-8") as f:
+        for _ in range(count):
+            f.write(body + "\n" + body[:100] + "\n\n")
+    assert min(jsonl_path.stat().st_size, txt_path.stat().st_size) > size >= 2 * headroom
+
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            CAPPED_INGEST,
+            str(Path(moe_unlearn.__file__).parent),
+            str(tmp_path / "registry.db"),
+            str(headroom),
+            str(jsonl_path),
+            str(txt_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["added"] == 2 * count
+    assert result["whole_read_fits"] is False
+    assert result["stored"] == [2 * count, count * len(body) + count * (len(body) + 1 + 100)]
+
+
+def test_progress_bar_counts_the_bytes_read(tmp_path, monkeypatch):
+    monkeypatch.setattr("moe_unlearn.data.ingest._PROGRESS_STEP", 4096)
+    a = jsonl(tmp_path / "a.jsonl", *({"id": i, "text": "x" * 1000} for i in range(50)))
+    b = write(tmp_path / "b [1].txt", "one\n\ntwo\n")  # "[1]" is not rich markup
+    total = a.stat().st_size + b.stat().st_size
+    console = Console(file=io.StringIO(), force_terminal=False, width=120)
+    with progress_bar(console) as progress:
+        records = read_files([a, b], "s")
+        next(records)
+        (task,) = progress.tasks
+        assert task.total == total and task.completed < a.stat().st_size
+        assert [r.id for r in records][-2:] == ["b [1]:1", "b [1]:3"]
+        assert task.completed == total and task.description == "ingest s: b [1].txt"
+    assert console.file.getvalue().strip() == ""  # transient: nothing left behind in a log
+    assert len(list(read_files([a], "s"))) == 50  # outside the block: no bar, same records
+
+
+def test_progress_bar_shows_nothing_without_console(tmp_path):
+    a = jsonl(tmp_path / "a.jsonl", {"id": 1, "text": "x"})
+    with progress_bar(None) as progress:
+        assert [r.id for r in read_files([a], "s")] == ["1"]
+        assert progress.disable
+
+
+def test_ingest_command_fields_progress_and_errors(tmp_path):
+    """`moe-unlearn ingest` with --id-field/--text-field; a bad line: one line naming FILE:LINE, exit 2,
+    nothing added."""
+    from typer.testing import CliRunner
+
+    from moe_unlearn import Run, cli
+    from moe_unlearn.storage.registry import Registry
+
+    run_dir = tmp_path / "run"
+    Run(run_dir).init(overrides=["data.builtin=false"])
+    good = jsonl(
+        tmp_path / "good.jsonl",
+        {"url": "https://a.example/1", "content": "first page", "text": 3},
+        {"url": 2, "content": "second page"},
+    )
+    runner = CliRunner()
+    args = ["ingest", "--source", "web", "--id-field", "url", "--text-field", "content", "--run-dir", str(run_dir)]
+    done = runner.invoke(cli.app, [*args, str(good), "--json"])
+    assert done.exit_code == 0, done.output
+    assert json.loads(done.output[done.output.index("{") :])["records_added"] == 2
+    assert "ingest web" not in done.output  # the progress bar is transient: no leftovers in logs
+    registry = Registry(run_dir / "registry.db")
+    assert [(r.id, r.text) for r in registry.records(["web"])] == [
+        ("2", "second page"),
+        ("https://a.example/1", "first page"),
+    ]
+
+    bad = jsonl(tmp_path / "bad.jsonl", {"url": "b1", "content": "fine"}, "", {"url": "b2", "text": "wrong field"})
+    done = runner.invoke(cli.app, [*args, str(bad)])
+    assert done.exit_code == 2
+    (line,) = [line for line in done.output.splitlines() if line.startswith("error:")]
+    assert line == f"error: {bad}:3: missing field 'content'"
+    assert "Traceback" not in done.output
+    assert len(registry.records(["web"])) == 2  # all or nothing
+    registry.close()
