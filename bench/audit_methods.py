@@ -29,7 +29,9 @@ from moe_unlearn.unlearning.job import served_config
 METHODS = ("exact", "gradient-ascent", "nabla-tau")
 
 
-def run_method(pristine: Path, work: Path, reports: Path, method: str, ids: list[str], console: Console) -> dict:
+def run_method(
+    pristine: Path, work: Path, reports: Path, method: str, ids: list[str], console: Console, verify: bool
+) -> dict:
     run_dir = work / method
     shutil.copytree(pristine, run_dir)
     run = Run(run_dir, console=console)
@@ -38,7 +40,7 @@ def run_method(pristine: Path, work: Path, reports: Path, method: str, ids: list
     wall = time.perf_counter() - started
     # The oracle takes a full training; an approximate version differs from it by construction (the
     # end-to-end test checks that `verify` says so), so only the exact one is verified here.
-    equal = run.verify()["equal"] if method == "exact" else None
+    equal = run.verify()["equal"] if method == "exact" and verify else None
     report = run.audit(certificate["request_id"], out_dir=reports / method)
     return {"wall_seconds": round(wall, 1), "verify_equal": equal, "report": report}
 
@@ -69,6 +71,12 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     parser.add_argument("--out", type=Path, default=Path("bench/results/audit_methods.json"))
     parser.add_argument("--reports", type=Path, default=Path("bench/out/audit_methods"), help="audit.md and plots")
+    parser.add_argument(
+        "--trained",
+        type=Path,
+        help="keep the trained run directory here (reused when it is up to date: later runs skip training)",
+    )
+    parser.add_argument("--no-verify", action="store_true", help="skip `verify` (the oracle's full training)")
     parser.add_argument("overrides", nargs="*", help="config overrides")
     args = parser.parse_args()
     console = Console(stderr=True)
@@ -76,13 +84,13 @@ def main() -> None:
     results = {}
     with tempfile.TemporaryDirectory(prefix="moe-unlearn-audit-") as tmp:
         work = Path(tmp)
-        pristine = work / "pristine"
+        pristine = args.trained or work / "pristine"
         Run(pristine, console=console).train(args.config, overrides)
         corpus = served_config(pristine).data.corpus
         canaries = make_canaries(corpus.canaries, corpus.seed, corpus.domains)
         ids = [i for c in canaries for i in c.record_ids(corpus.canary_repeats)]
         for method in args.methods:
-            results[method] = run_method(pristine, work, args.reports, method, ids, console)
+            results[method] = run_method(pristine, work, args.reports, method, ids, console, not args.no_verify)
             console.print(f"{method}: done in {results[method]['wall_seconds']} s")
     oracle = results.get("exact")
     oracle_auc = {

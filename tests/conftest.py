@@ -14,18 +14,37 @@ TINY = REPO / "configs" / "experiment" / "tiny.yaml"
 
 
 def cli(
-    *args, input: str | None = None, cwd: Path = REPO, env: dict | None = None, timeout: float = 300
+    *args,
+    input: str | None = None,
+    cwd: Path = REPO,
+    env: dict | None = None,
+    timeout: float = 300,
+    process: bool = False,
 ) -> subprocess.CompletedProcess:
-    """Run `python -m moe_unlearn ARGS...` as a user would, capturing its output."""
-    return subprocess.run(
-        [sys.executable, "-m", "moe_unlearn", *map(str, args)],
-        capture_output=True,
-        text=True,
-        cwd=cwd,
-        env=env,
-        input=input,
-        timeout=timeout,
-    )
+    """Run `moe-unlearn ARGS...` and capture its exit code, stdout and stderr.
+
+    In this process by default (Typer's CliRunner: the same code path from argument parsing to exit code,
+    without the ~5-10 s of importing torch and Lightning in a new interpreter); in a new `python -m
+    moe_unlearn` process, as a user would, when `process` is set or `cwd`/`env` differ from the defaults.
+    An exception the CLI did not turn into an exit code is raised here, so it fails the test loudly."""
+    if process or env is not None or cwd != REPO:
+        return subprocess.run(
+            [sys.executable, "-m", "moe_unlearn", *map(str, args)],
+            capture_output=True,
+            text=True,
+            cwd=cwd,
+            env=env,
+            input=input,
+            timeout=timeout,
+        )
+    from typer.testing import CliRunner
+
+    from moe_unlearn.cli import app
+
+    result = CliRunner().invoke(app, [str(a) for a in args], input=input)
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return subprocess.CompletedProcess(args, result.exit_code, result.stdout, result.stderr)
 
 
 @pytest.fixture(scope="session")

@@ -36,7 +36,8 @@ def ids_file(tmp_path):
 
 def forget(run_dir, ids_file, *extra) -> dict:
     # Ranks 272 canaries among 4,096 candidates under two models: ~2 minutes alone on 2 cores.
-    done = cli("forget", "--ids-file", ids_file, "--audit", "--json", "--run-dir", run_dir, *extra, timeout=900)
+    args = ("forget", "--ids-file", ids_file, "--audit", "--json", "--run-dir", run_dir, *extra)
+    done = cli(*args, timeout=900, process=True)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout)
 

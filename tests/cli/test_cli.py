@@ -12,7 +12,7 @@ from tests.conftest import REPO, TINY, cli
 
 def test_train_generate_score_through_the_cli(tmp_path):
     run_dir = tmp_path / "run"
-    trained = cli("train", "--config", TINY, "--run-dir", run_dir, "--json")
+    trained = cli("train", "--config", TINY, "--run-dir", run_dir, "--json", process=True)
     assert trained.returncode == 0, trained.stderr
     manifest = json.loads(trained.stdout)
     assert manifest["version"] == 1
@@ -21,23 +21,23 @@ def test_train_generate_score_through_the_cli(tmp_path):
     assert set(manifest["eval"]["router_top1"]) == {"16", "32", "64"}
     assert not (REPO / "lightning_logs").exists()
 
-    generated = cli("generate", "The", "--max-new-bytes", 30, "--seed", 7, "--run-dir", run_dir, "--json")
+    generated = cli("generate", "The", "--max-new-bytes", 30, "--seed", 7, "--run-dir", run_dir, "--json", process=True)
     assert generated.returncode == 0, generated.stderr
     g = json.loads(generated.stdout)
     assert g["version"] == 1 and g["prompt"] == "The"
     assert len(g["text"].encode("utf-8", errors="surrogateescape")) >= 1
     assert set(g["expert_weights"]) == {"recipes", "weather", "code"}
     again = json.loads(
-        cli("generate", "The", "--max-new-bytes", 30, "--seed", 7, "--run-dir", run_dir, "--json").stdout
+        cli("generate", "The", "--max-new-bytes", 30, "--seed", 7, "--run-dir", run_dir, "--json", process=True).stdout
     )
     assert again["text"] == g["text"]  # seeded
 
-    scored = cli("score", "Preheat the oven.", "--run-dir", run_dir, "--json")
+    scored = cli("score", "Preheat the oven.", "--run-dir", run_dir, "--json", process=True)
     s = json.loads(scored.stdout)
     assert s["bytes"] == len("Preheat the oven.") and 0 < s["bits_per_byte"] < 9
     assert sum(s["expert_weights"].values()) == pytest.approx(1, abs=1e-3)
 
-    registry = json.loads(cli("registry", "--run-dir", run_dir, "--json").stdout)
+    registry = json.loads(cli("registry", "--run-dir", run_dir, "--json", process=True).stdout)
     assert registry["current_version"] == 1
     assert [s["name"] for s in registry["sources"]] == ["recipes", "weather", "code"]
     assert all(s["records"] == 60 for s in registry["sources"])

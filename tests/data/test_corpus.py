@@ -90,11 +90,12 @@ def test_default_corpus_is_4_domains_of_2000_and_fast() -> None:
     assert elapsed < 3.0
 
 
-def test_full_corpus_generates_in_under_3_seconds() -> None:
-    """CPU time, so that other processes on a busy machine do not make this flaky."""
+def test_full_corpus_generates_in_under_6_seconds() -> None:
+    """CPU time, so that other processes on a busy machine do not make this flaky (2.1 s on an AVX-512
+    machine, 3.5 s on a slower AVX2 one: the bound catches an accidental quadratic, not a slow CPU)."""
     start = time.process_time()
     records = generate_corpus(domains=16, records_per_domain=2000)
-    assert time.process_time() - start < 3.0
+    assert time.process_time() - start < 6.0
     assert len(records) == 32_000
 
 
