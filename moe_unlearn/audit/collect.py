@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from rich.console import Console
 from rich.progress import Progress, TaskID
 
-from moe_unlearn.audit.measure import canary_exposure, extracts, membership_scores, router_agreement
+from moe_unlearn.audit.measure import canary_exposure, extracts, router_agreement, text_scores
 from moe_unlearn.audit.metrics import auc, mann_whitney, privleak
 from moe_unlearn.config import Config
 from moe_unlearn.data.corpus import SECRET_ALPHABET, SECRET_LENGTH, Canary, make_canaries
@@ -176,8 +176,7 @@ def _score_texts(model: MixtureOfExperts, texts: list[str], progress: Progress, 
     """text -> its bits per byte and membership scores under `model`."""
     out = {}
     for text in texts:
-        one = membership_scores(model, [text])
-        out[text] = {key: values[0] for key, values in one.items()}
+        out[text] = text_scores(model, text)
         progress.advance(task)
     return out
 

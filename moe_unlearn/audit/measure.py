@@ -15,16 +15,21 @@ LN2 = math.log(2)
 
 def membership_scores(model: MixtureOfExperts, texts: list[str], k: float = 0.2) -> dict[str, list[float]]:
     """Per text: bits per byte and the loss, zlib-ratio and Min-K% scores (higher = more member-like)."""
-    scores = {"bits_per_byte": [], "loss": [], "zlib": [], "min_k": []}
-    for text in texts:
-        data = text.encode("utf-8")
-        lp, _ = model.byte_log_probs(data)
-        bits = -lp.double().sum().item() / LN2
-        scores["bits_per_byte"].append(bits / len(data))
-        scores["loss"].append(loss_score(scores["bits_per_byte"][-1]))
-        scores["zlib"].append(zlib_score(bits, data))
-        scores["min_k"].append(min_k_score(lp, k))
-    return scores
+    per_text = [text_scores(model, text, k) for text in texts]
+    return {key: [one[key] for one in per_text] for key in ("bits_per_byte", "loss", "zlib", "min_k")}
+
+
+def text_scores(model: MixtureOfExperts, text: str, k: float = 0.2) -> dict[str, float]:
+    """One text's bits per byte and its loss, zlib-ratio and Min-K% membership scores."""
+    data = text.encode("utf-8")
+    lp, _ = model.byte_log_probs(data)
+    bits = -lp.double().sum().item() / LN2
+    return {
+        "bits_per_byte": bits / len(data),
+        "loss": loss_score(bits / len(data)),
+        "zlib": zlib_score(bits, data),
+        "min_k": min_k_score(lp, k),
+    }
 
 
 def canary_exposure(model: MixtureOfExperts, canary: Canary, candidates: int = 4096, seed: int = 0) -> dict:
