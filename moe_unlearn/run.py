@@ -83,14 +83,15 @@ class Run:
         check_name("source", source)
         with self._lock():
             registry = self._open(None if self.exists() else load_config())  # new: default built-in corpus
-            with registry.transaction(), progress_bar(self.console):
+            with registry.transaction(), progress_bar(self.console) as progress:
                 if not registry.has_source(source):
                     registry.add_source(source, expert or source)
                 elif expert and registry.source_map()[source] != expert:
                     raise UserError(
                         f"source {source!r} belongs to expert {registry.source_map()[source]!r}, not {expert!r}"
                     )
-                records = read_files([Path(f) for f in files], source, id_field=id_field, text_field=text_field)
+                paths = [Path(f) for f in files]
+                records = read_files(paths, source, id_field=id_field, text_field=text_field, progress=progress)
                 n = registry.insert_records(records, allow_forgotten=allow_forgotten)
         return {"source": source, "expert": registry.source_map()[source], "records_added": n}
 

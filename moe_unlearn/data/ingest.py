@@ -5,14 +5,12 @@ UTF-8 so that a bad byte is reported with its line. Every mistake in a file rais
 starting with `"{path}:{lineno}: "` (or `"{path}: "` where no line applies). Only ids and their places are
 kept for duplicate detection (one dict entry per record), never texts.
 
-Inside `progress_bar(console)`, `read_files` shows a bar over the bytes it has read (`Run.ingest` sets one up
-around its registry transaction, so the reading deep inside it needs no console passed down).
+`read_files(..., progress=bar)` with a bar from `progress_bar(console)` shows the bytes read as it goes.
 """
 
 import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
 from pathlib import Path
 
 from rich.console import Console
@@ -34,13 +32,12 @@ SUPPORTED_SUFFIXES = (".txt", ".jsonl")
 _BOM = b"\xef\xbb\xbf"
 _PROGRESS_STEP = 1 << 20  # bytes read between two updates of the progress bar
 _LINE_BITS = 40  # an id's place, (number of the file, line), is kept as one int: number << 40 | line
-_progress: ContextVar[Progress | None] = ContextVar("moe_unlearn_ingest_progress", default=None)
 
 
 @contextmanager
 def progress_bar(console: Console | None) -> Iterator[Progress]:
-    """Show, on `console`, a progress bar over the bytes that `read_files` reads inside this block (one task
-    per `read_files` call, named after the file being read). Nothing is shown when `console` is None."""
+    """A transient progress bar on `console` for `read_files(..., progress=...)` (one task per call, named
+    after the file being read). Nothing is shown when `console` is None."""
     columns = (
         TextColumn("[progress.description]{task.description}"),
         BarColumn(),
@@ -49,11 +46,7 @@ def progress_bar(console: Console | None) -> Iterator[Progress]:
         TimeRemainingColumn(),
     )
     with Progress(*columns, console=console, disable=console is None, transient=True) as progress:
-        token = _progress.set(progress)
-        try:
-            yield progress
-        finally:
-            _progress.reset(token)
+        yield progress
 
 
 def _check_path(path: Path) -> None:
@@ -187,12 +180,18 @@ def read_records(path: Path, source: str, *, id_field: str = "id", text_field: s
 
 
 def read_files(
-    paths: Iterable[Path], source: str, *, id_field: str = "id", text_field: str = "text"
+    paths: Iterable[Path],
+    source: str,
+    *,
+    id_field: str = "id",
+    text_field: str = "text",
+    progress: Progress | None = None,
 ) -> Iterator[Record]:
     """Yield the records of several files in order (`id_field`/`text_field` as for `read_records`).
 
     All paths are checked before any record is yielded; raises UserError also for a path given twice and for
-    an id repeated across files (naming both places). Inside `progress_bar`, the bytes read are shown.
+    an id repeated across files (naming both places). With `progress` (see `progress_bar`), the bytes read
+    are shown.
     """
     paths = [Path(path) for path in paths]
     seen_paths: dict[Path, Path] = {}
@@ -202,7 +201,6 @@ def read_files(
         if key in seen_paths:
             raise UserError(f"{path}: file given twice (also as {seen_paths[key]})")
         seen_paths[key] = path
-    progress = _progress.get()
     if progress is None:
         yield from _unique_records(paths, source, id_field, text_field)
         return

@@ -349,20 +349,20 @@ def test_progress_bar_counts_the_bytes_read(tmp_path, monkeypatch):
     total = a.stat().st_size + b.stat().st_size
     console = Console(file=io.StringIO(), force_terminal=False, width=120)
     with progress_bar(console) as progress:
-        records = read_files([a, b], "s")
+        records = read_files([a, b], "s", progress=progress)
         next(records)
         (task,) = progress.tasks
         assert task.total == total and task.completed < a.stat().st_size
         assert [r.id for r in records][-2:] == ["b [1]:1", "b [1]:3"]
         assert task.completed == total and task.description == "ingest s: b [1].txt"
     assert console.file.getvalue().strip() == ""  # transient: nothing left behind in a log
-    assert len(list(read_files([a], "s"))) == 50  # outside the block: no bar, same records
+    assert len(list(read_files([a], "s"))) == 50  # without a bar: same records
 
 
 def test_progress_bar_shows_nothing_without_console(tmp_path):
     a = jsonl(tmp_path / "a.jsonl", {"id": 1, "text": "x"})
     with progress_bar(None) as progress:
-        assert [r.id for r in read_files([a], "s")] == ["1"]
+        assert [r.id for r in read_files([a], "s", progress=progress)] == ["1"]
         assert progress.disable
 
 
