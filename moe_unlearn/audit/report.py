@@ -8,9 +8,12 @@ matplotlib's object API (`Figure`, Agg), so nothing touches pyplot's global stat
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-from matplotlib.figure import Figure
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 REPORT_FILES = ("audit.json", "audit.md", "losses.png", "exposure.png", "timings.png")
 ATTACKS = {"loss": "loss", "zlib": "zlib", "min_k": "Min-K%"}  # key in the dict -> name in the report
@@ -347,7 +350,13 @@ def _notes(audit: dict) -> list[str]:
 # Plots -----------------------------------------------------------------------------------------
 
 
-def _plot_losses(audit: dict) -> Figure | None:
+def _figure(figsize: tuple[float, float]) -> "Figure":
+    from matplotlib.figure import Figure  # ~0.7 s to import: loaded only when a report is written
+
+    return Figure(figsize=figsize, layout="constrained")
+
+
+def _plot_losses(audit: dict) -> "Figure | None":
     """Two panels (before, after): histograms of the loss attack's score, forgotten vs never-trained texts."""
     panels = {
         when: (_scores(audit, "members", when), _scores(audit, "nonmembers", when)) for when in ("before", "after")
@@ -355,7 +364,7 @@ def _plot_losses(audit: dict) -> Figure | None:
     if not all(forget and heldout for forget, heldout in panels.values()):
         return None
     edges = np.histogram_bin_edges([x for pair in panels.values() for side in pair for x in side], bins=30)
-    figure = Figure(figsize=(10, 4), layout="constrained")
+    figure = _figure(figsize=(10, 4))
     axes = figure.subplots(1, 2, sharex=True, sharey=True)
     versions = audit["versions"]
     for ax, (when, (forget, heldout)) in zip(axes, panels.items(), strict=True):
@@ -369,7 +378,7 @@ def _plot_losses(audit: dict) -> Figure | None:
     return figure
 
 
-def _plot_exposure(audit: dict) -> Figure | None:
+def _plot_exposure(audit: dict) -> "Figure | None":
     """Exposure histograms on one axis: inserted canaries before and after, never-inserted after."""
     canaries = audit.get("canaries")
     if not canaries:
@@ -382,7 +391,7 @@ def _plot_exposure(audit: dict) -> Figure | None:
     if not any(series.values()):
         return None
     edges = np.histogram_bin_edges([x for values in series.values() for x in values], bins=30)
-    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    figure = _figure(figsize=(8, 4.5))
     ax = figure.subplots()
     for label, values in series.items():
         if values:
@@ -397,7 +406,7 @@ def _plot_exposure(audit: dict) -> Figure | None:
     return figure
 
 
-def _plot_timings(audit: dict) -> Figure | None:
+def _plot_timings(audit: dict) -> "Figure | None":
     """Horizontal bars: the forget against a full retrain (and the oracle retrain when there was one)."""
     timings = audit.get("timings") or {}
     verify = (audit.get("checks") or {}).get("verify") or {}
@@ -411,7 +420,7 @@ def _plot_timings(audit: dict) -> Figure | None:
     bars = {label: seconds for label, seconds in bars.items() if seconds is not None}
     if not bars:
         return None
-    figure = Figure(figsize=(8, 1.2 + 0.6 * len(bars)), layout="constrained")
+    figure = _figure(figsize=(8, 1.2 + 0.6 * len(bars)))
     ax = figure.subplots()
     labels, seconds = list(bars)[::-1], list(bars.values())[::-1]  # first bar on top
     ax.barh(labels, seconds, color=["C2" if label.startswith("forget") else "C7" for label in labels])

@@ -10,7 +10,7 @@ import math
 import torch
 from torch import nn
 
-from moe_unlearn.data.datamodule import chunks, lm_example
+from moe_unlearn.data.examples import chunks, lm_example
 from moe_unlearn.models.expert import BOS, ByteTransformer
 from moe_unlearn.models.router import Router, expert_weights
 

@@ -7,7 +7,7 @@ import math
 
 import torch
 
-from moe_unlearn.data.datamodule import IGNORE, chunks, lm_example, pad_collate
+from moe_unlearn.data.examples import IGNORE, chunks, lm_example, pad_collate
 from moe_unlearn.data.records import Record
 from moe_unlearn.models.expert import BOS
 from moe_unlearn.models.moe import MixtureOfExperts

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moe_unlearn.config import OptimConfig
-from moe_unlearn.data.datamodule import IGNORE
+from moe_unlearn.data.examples import IGNORE
 from moe_unlearn.training.ewc import ewc_penalty
 
 LN2 = math.log(2)

@@ -41,7 +41,6 @@ from moe_unlearn.storage.versions import (
     write_manifest,
 )
 from moe_unlearn.training.evaluate import evaluate
-from moe_unlearn.training.trainer import configure_torch, train_expert, train_router_stage
 
 Tensors = dict[str, torch.Tensor]
 CONFIG_FILE = "config.yaml"
@@ -132,6 +131,10 @@ def build_version(
 
     A build interrupted by a crash is picked up where it stopped: files it finished (listed in the
     unfinished version's progress file, sha256 checked) are kept when their lineage still matches."""
+    # Lightning (seconds to import) is loaded only when something trains: serving, scoring and the
+    # audit read versions through this module without it.
+    from moe_unlearn.training.trainer import configure_torch, train_expert, train_router_stage
+
     console = console or Console(stderr=True)
     configure_torch(cfg)
     experts, source_map = registry.experts(), registry.source_map()  # one snapshot for the whole build
@@ -258,6 +261,7 @@ def build_approximate_version(
     gets `method` (gradient ascent, nabla-tau) applied to its current weights; every other file,
     router stages included, is kept. The manifest says `method` and the lineage of the changed experts
     matches nothing, so the next exact build retrains them (and the stale router stages) from scratch."""
+    from moe_unlearn.training.trainer import configure_torch
     from moe_unlearn.unlearning.approximate import unlearn_expert  # the unlearning layer builds on this one
 
     configure_torch(cfg)

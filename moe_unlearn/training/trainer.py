@@ -5,6 +5,7 @@ stage): the same inputs give the same tensors, bit for bit on the same CPU and t
 """
 
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -18,7 +19,7 @@ from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset, route
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import seed_for, unit_hash
 from moe_unlearn.errors import UserError
-from moe_unlearn.faults import training_callbacks
+from moe_unlearn.faults import ENV, crash_point
 from moe_unlearn.models.expert import BOS, ByteTransformer
 from moe_unlearn.models.router import Router
 from moe_unlearn.training.ewc import accumulate, fisher_diagonal
@@ -33,6 +34,23 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accele
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")  # inside Lightning itself
+
+
+class CrashMidTraining(L.Callback):
+    """Calls `crash_point(step)` after the second optimizer step of a fit."""
+
+    def __init__(self, step: str):
+        self.step = step
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step >= 2:
+            crash_point(self.step)
+
+
+def training_callbacks(kind: str) -> list[L.Callback]:
+    """The crash callback for this kind of fit ("expert" or "router"), only when a test asks for it."""
+    step = "mid-expert-training" if kind == "expert" else "mid-router-stage"
+    return [CrashMidTraining(step)] if os.environ.get(ENV) == step else []
 
 
 def configure_torch(cfg: Config) -> None:

@@ -26,7 +26,8 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from moe_unlearn.config import Config, OptimConfig
-from moe_unlearn.data.datamodule import IGNORE, ExampleDataModule, expert_dataset, pad_collate
+from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset
+from moe_unlearn.data.examples import IGNORE, pad_collate
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import replay_sample, seed_for
 from moe_unlearn.errors import UserError

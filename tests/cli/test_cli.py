@@ -132,3 +132,12 @@ def _txt(tmp_path):
     path = tmp_path / "notes.txt"
     path.write_text("first note\n\nsecond note\n")
     return path
+
+
+def test_the_cli_starts_without_the_training_stack():
+    """Commands that do not train (generate, score, audit, ...) should not pay seconds of imports for
+    Lightning, torchmetrics and matplotlib at every start; they are loaded where they are used."""
+    heavy = ("lightning", "torchmetrics", "matplotlib")
+    code = f"import sys, moe_unlearn.cli; print(*(m for m in {heavy} if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
+    assert out.stdout.strip() == ""

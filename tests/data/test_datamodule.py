@@ -1,6 +1,7 @@
 import torch
 
-from moe_unlearn.data.datamodule import ExampleDataset, HashOrderSampler, LengthBucketBatchSampler, pad_collate
+from moe_unlearn.data.datamodule import ExampleDataset, HashOrderSampler, LengthBucketBatchSampler
+from moe_unlearn.data.examples import pad_collate
 
 
 def make_sampler(lengths, budget, seed=0, keys=None, window=4):
@@ -48,7 +49,8 @@ def test_batches_pad_to_their_longest_example():
 
 
 def test_router_examples_label_every_stride_th_position_and_the_last():
-    from moe_unlearn.data.datamodule import IGNORE, router_dataset
+    from moe_unlearn.data.datamodule import router_dataset
+    from moe_unlearn.data.examples import IGNORE
     from moe_unlearn.data.records import Record
 
     records = [Record("a-1", "a", "x" * 50), Record("b-1", "b", "yz")]

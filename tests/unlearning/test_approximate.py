@@ -8,7 +8,8 @@ import torch
 
 from moe_unlearn.config import load_config
 from moe_unlearn.data.corpus import generate_corpus
-from moe_unlearn.data.datamodule import IGNORE, expert_dataset, pad_collate
+from moe_unlearn.data.datamodule import expert_dataset
+from moe_unlearn.data.examples import IGNORE, pad_collate
 from moe_unlearn.data.records import Record
 from moe_unlearn.errors import UserError
 from moe_unlearn.models.expert import ByteTransformer
