@@ -18,6 +18,7 @@ from rich.table import Table
 from moe_unlearn.audit.report import summary_rows
 from moe_unlearn.errors import UserError
 from moe_unlearn.run import DEFAULT_RUN_DIR, Run
+from moe_unlearn.training.distributed import train_or_follow
 from moe_unlearn.unlearning.certificate import summary as certificate_summary
 
 app = typer.Typer(
@@ -73,6 +74,25 @@ def train(
     """
     manifest = Run(run_dir, console=err).train(config, ctx.args)
     emit(manifest, as_json, render_training)
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def init(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option("--config", help="YAML merged over configs/default.yaml.")] = None,
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+):
+    """Create a run directory without training: with the built-in corpus, or empty (`data.builtin=false`)
+    for your own sources, added with `ingest`.
+
+    Example: moe-unlearn init --config configs/experiment/dictd.yaml --run-dir checkpoints/dictd
+    """
+    run = Run(run_dir, console=err)
+    if run.exists():
+        raise UserError(f"{run_dir} is already a run directory")
+    run.init(config, ctx.args)
+    out.print(f"created {run_dir} ({run.info()['records']:,} records)", soft_wrap=True)
 
 
 @app.command()
@@ -329,6 +349,13 @@ def canaries(
 
 def render_training(m: dict) -> None:
     """The held-out table of a manifest (or of `evaluate`), then the files a training run trained."""
+    if m.get("live") is False:  # train.experts named a share of the experts: see `expert export`
+        out.print(
+            f"version {m['version']} is not live yet: trained {', '.join(m['trained']) or 'nothing new'}; "
+            f"still to train here or import: {', '.join(m['remaining'])}",
+            highlight=False,
+        )
+        return
     ev = m["eval"]
     if ev is None:  # a version built by a forget or drop job
         out.print(f"version {m['version']} was not evaluated: run `moe-unlearn evaluate`")
@@ -342,7 +369,12 @@ def render_training(m: dict) -> None:
         accuracy = ", ".join(f"{k} bytes {v:.1%}" for k, v in ev["router_top1"].items())
         out.print(f"router top-1 accuracy on held-out prefixes: {accuracy}")
     if "trained" in m:
-        out.print(f"trained {len(m['trained'])} files: {', '.join(m['trained']) or 'none'}")
+        imported = [p for p in m["trained"] if "imported" in m["files"][p]]  # by `expert import`
+        here = [p for p in m["trained"] if p not in imported]
+        out.print(
+            f"trained {len(here)} files: {', '.join(here) or 'none'}"
+            + (f"; imported {len(imported)}: {', '.join(imported)}" if imported else "")
+        )
 
 
 def render_audit(r: dict) -> None:
@@ -428,7 +460,10 @@ def _escape(text: str) -> str:
 
 
 def main() -> None:
-    app()
+    if sys.argv[1:2] == ["train"]:  # with several processes (DDP) each runs this: rank 0 trains, the others follow
+        train_or_follow(app, sys.argv[2:], prog_name="moe-unlearn")
+    else:
+        app()
 
 
 data_app = typer.Typer(
@@ -468,5 +503,58 @@ def data_prepare(
         for name, c in r.items():
             table.add_row(name, f"{c['entries']:,}", f"{c['written']:,}", f"{c['duplicates']:,}", f"{c['empty']:,}")
         out.print(table)
+
+    emit(result, as_json, render)
+
+
+expert_app = typer.Typer(
+    help="Move trained experts between run directories: train experts on separate machines, the router on one.",
+    no_args_is_help=True,
+)
+app.add_typer(expert_app, name="expert")
+
+
+@expert_app.command("export")
+@user_errors
+def expert_export(
+    name: Annotated[str, typer.Argument(help="Expert to export.")],
+    out_dir: Annotated[Path, typer.Option("--out", help="Bundle directory to create (must not exist).")],
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+    as_json: AsJson = False,
+):
+    """Write a trained expert and its lineage (config, record ids, sha256, torch, CPU, threads) to a bundle.
+
+    Example: python train.py --run-dir runs/a train.experts=[recipes], then
+    moe-unlearn expert export recipes --out recipes.expert --run-dir runs/a
+    """
+    result = Run(run_dir, console=err).export_expert(name, out_dir)
+    emit(result, as_json, lambda r: out.print(f"exported expert {r['expert']!r} to {r['bundle']}", highlight=False))
+
+
+@expert_app.command("import", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+@user_errors
+def expert_import(
+    ctx: typer.Context,
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory written by `expert export`.")],
+    config: Annotated[Path | None, typer.Option("--config", help="YAML merged over configs/default.yaml.")] = None,
+    run_dir: RunDir = DEFAULT_RUN_DIR,
+    as_json: AsJson = False,
+):
+    """Add an exported expert to this run's next version, if it is what this run would train for it.
+
+    Pass the --config and key=value overrides this run trains with: the bundle must match their config
+    hash and this registry's training records. `train` then trains only what is still missing.
+    """
+    result = Run(run_dir, console=err).import_expert(bundle, config, ctx.args)
+
+    def render(r):
+        if not r["imported"]:
+            out.print(f"expert {r['expert']!r} is already up to date in version {r['version']}: nothing imported")
+            return
+        rest = ", ".join(r["remaining"]) or "nothing"
+        out.print(
+            f"imported expert {r['expert']!r} into version {r['version']} (not live yet); train still trains: {rest}",
+            highlight=False,
+        )
 
     emit(result, as_json, render)

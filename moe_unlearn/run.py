@@ -32,6 +32,7 @@ from moe_unlearn.faults import crash_point
 from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.storage.registry import Registry, check_name, now
 from moe_unlearn.storage.versions import load_tensors, read_current, read_manifest, version_dir
+from moe_unlearn.training.bundles import export_bundle, import_bundle, read_bundle
 from moe_unlearn.training.evaluate import evaluate
 from moe_unlearn.training.pipeline import CONFIG_FILE, build_version, compose, plan, split_stage
 from moe_unlearn.unlearning.job import run_queue, served_config, would_retrain
@@ -61,7 +62,10 @@ class Run:
     # --- training and data ------------------------------------------------------------------------
 
     def train(self, config: str | Path | None = None, overrides: Sequence[str] = ()) -> dict:
-        """Train (or bring up to date) the composed model; returns the new version's manifest."""
+        """Train (or bring up to date) the composed model; returns the new version's manifest. With
+        `train.experts` naming a share of experts that this run directory lacks the others of, trains
+        those into the next version without making it live (see `export_expert`) and returns
+        {"version", "live": False, "trained", "remaining"}."""
         cfg = load_config(config, overrides)
         with self._lock():
             registry = self._open(cfg)
@@ -109,6 +113,26 @@ class Run:
             run_queue(self.run_dir, registry, self.console)
             cfg = self._served_config()
             return build_version(self.run_dir, registry, cfg, console=self.console)
+
+    def export_expert(self, name: str, out: str | Path) -> dict:
+        """Write expert `name`'s trained weights with their lineage to the new bundle directory `out`, for
+        `import_expert` in another run directory (experts trained on separate machines). The newest copy
+        is taken: from the unfinished build `train.experts=[name]` leaves, else from the served version."""
+        return export_bundle(self.run_dir, self._open(None), name, Path(out))
+
+    def import_expert(
+        self, bundle: str | Path, config: str | Path | None = None, overrides: Sequence[str] = ()
+    ) -> dict:
+        """Add an exported expert to this run's next version if it is what this run would train for it
+        with this config (`train`'s `config` and `overrides`): same config hash, same training-record
+        ids, sha256 intact. The next `train` trains only the other experts and the router stages, then
+        goes live. Creates the run directory (with the built-in corpus) like `train` does."""
+        cfg = load_config(config, overrides)
+        checked, data = read_bundle(Path(bundle))  # before anything is created
+        with self._lock():
+            registry = self._open(cfg)
+            _check_expert_map(registry, cfg)
+            return import_bundle(self.run_dir, registry, cfg, Path(bundle), checked, data)
 
     def add(self, source: str, files: Sequence[str | Path], *, expert: str | None = None, **fields) -> dict:
         """A new source with its own new expert (or a new `expert` name): ingest it, then train that

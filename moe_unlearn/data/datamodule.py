@@ -5,7 +5,15 @@ Records are cut into chunks of `block_size` bytes; each chunk is one example tha
 examples in epoch e is the order of sha256(seed, e, example key): a pure function of the record ids.
 Batches are then formed from examples of similar length (within windows of that order), which cuts
 padding by about a quarter on the built-in corpus, and visited in an order hashed the same way.
+
+With several processes (DDP) the batches are formed once, over all examples, exactly as for one
+process, and then dealt out: process r takes batches r, r + W, r + 2W, ... of the epoch. DDP needs
+every process to take the same number of steps, so when the count is not a multiple of W the largest
+batches are split in two first: no example is repeated (no padding sampler) and none is dropped.
 """
+
+import hashlib
+from collections.abc import Iterable
 
 import lightning as L
 import torch
@@ -14,6 +22,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 from moe_unlearn.data.examples import IGNORE, chunks, lm_example, pad_collate
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import unit_hash
+from moe_unlearn.errors import UserError
 
 BUCKET_WINDOW = 64  # batches' worth of the hashed order that are sorted by length together
 
@@ -32,40 +41,51 @@ class ExampleDataset(Dataset):
 
 
 class HashOrderSampler(Sampler[int]):
-    """Epoch e visits examples sorted by sha256(seed, e, key); with several processes, each takes a
-    disjoint slice (rank::world_size) and no example is repeated to even them out."""
+    """Epoch e visits examples sorted by sha256(seed, e, key): the same order in every process (the
+    batch sampler deals the batches out to the processes)."""
 
-    def __init__(self, keys: list[str], seed: int, rank: int = 0, world_size: int = 1):
-        self.keys, self.seed, self.rank, self.world_size = keys, seed, rank, world_size
+    def __init__(self, keys: list[str], seed: int):
+        self.keys, self.seed = keys, seed
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:  # called by Lightning at the start of every epoch
         self.epoch = epoch
 
     def order(self) -> list[int]:
-        ranked = sorted(range(len(self.keys)), key=lambda i: unit_hash(self.seed, self.epoch, self.keys[i]))
-        return ranked[self.rank :: self.world_size]
+        return sorted(range(len(self.keys)), key=lambda i: unit_hash(self.seed, self.epoch, self.keys[i]))
 
     def __iter__(self):
         return iter(self.order())
 
     def __len__(self) -> int:
-        return len(range(self.rank, len(self.keys), self.world_size))
+        return len(self.keys)
 
 
 class LengthBucketBatchSampler(Sampler[list[int]]):
-    """Batches of similar length, each holding at most `budget` bytes once padded.
+    """Batches of similar length, each holding at most `budget` bytes once padded; with `world_size`
+    processes, this process's share of them (`rank`).
 
     The sampler's hashed order is cut into windows of `window * budget` bytes; each window is sorted by
     example length (ties keep the hashed order) and cut greedily into batches, so short chunks share a
     batch instead of being padded to a long one. The epoch's batches are visited in the order of
-    sha256(seed, epoch, first key). Lightning sets the epoch on `self.sampler`.
+    sha256(seed, epoch, first key), and dealt out round-robin to the processes. Lightning sets the
+    epoch on `self.sampler`; `current` holds the batches of the epoch being iterated.
     """
 
-    def __init__(self, sampler: HashOrderSampler, lengths: list[int], budget: int, window: int = BUCKET_WINDOW):
+    def __init__(
+        self,
+        sampler: HashOrderSampler,
+        lengths: list[int],
+        budget: int,
+        window: int = BUCKET_WINDOW,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         if budget < max(lengths, default=0):
             raise ValueError(f"batch budget of {budget} bytes is smaller than an example of {max(lengths)}")
         self.sampler, self.lengths, self.budget, self.window = sampler, lengths, budget, window
+        self.rank, self.world_size = rank, world_size
+        self.current: list[list[int]] = []
 
     def batches(self) -> list[list[int]]:
         batches, window, total = [], [], 0
@@ -77,7 +97,10 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
                 batches += self._fill(sorted(window, key=lambda j: self.lengths[j]))
                 window, total = [], 0
         s = self.sampler
-        return sorted(batches, key=lambda b: unit_hash(s.seed, s.epoch, "batch", s.keys[b[0]]))
+        batches = sorted(batches, key=lambda b: unit_hash(s.seed, s.epoch, "batch", s.keys[b[0]]))
+        if self.world_size == 1:
+            return batches
+        return split_evenly(batches, self.world_size)[self.rank :: self.world_size]
 
     def _fill(self, window: list[int]) -> list[list[int]]:
         """Greedy batches over examples sorted by length: add while (count * longest) fits the budget."""
@@ -90,10 +113,34 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         return batches + [batch] if batch else batches
 
     def __iter__(self):
-        return iter(self.batches())
+        self.current = self.batches()
+        return iter(self.current)
 
     def __len__(self) -> int:
         return len(self.batches())
+
+
+def split_evenly(batches: list[list[int]], world_size: int) -> list[list[int]]:
+    """`batches` with the largest (the first of equals) split in two where it stands, until their number
+    is a multiple of `world_size`: every process then gets as many batches, without repeating an example."""
+    batches = list(batches)
+    while len(batches) % world_size:
+        i = max(range(len(batches)), key=lambda j: len(batches[j]))
+        if len(batches[i]) < 2:
+            raise UserError(
+                f"{len(batches)} examples, one per batch, cannot be shared evenly by {world_size} processes "
+                "without repeating one: use a larger batch_size or fewer devices"
+            )
+        half = len(batches[i]) // 2
+        batches[i : i + 1] = [batches[i][:half], batches[i][half:]]
+    return batches
+
+
+def keys_digest(keys: Iterable[str]) -> int:
+    """An order-free digest of a set of example keys (ids, never text): the sum of their sha256 (first
+    63 bits) modulo 2^63. Digests of disjoint sets add up to the digest of their union, so per-process
+    digests and counts show the processes of a DDP fit shared the examples out exactly."""
+    return sum(int.from_bytes(hashlib.sha256(k.encode()).digest()[:8], "big") >> 1 for k in keys) % 2**63
 
 
 class ExampleDataModule(L.LightningDataModule):
@@ -107,9 +154,10 @@ class ExampleDataModule(L.LightningDataModule):
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer else 0
         world = self.trainer.world_size if self.trainer else 1
-        sampler = HashOrderSampler(self.dataset.keys, self.seed, rank, world)
+        sampler = HashOrderSampler(self.dataset.keys, self.seed)
         lengths = [len(inputs) for inputs, _ in self.dataset.examples]
-        batches = LengthBucketBatchSampler(sampler, lengths, self.batch_size * max(lengths))
+        budget = self.batch_size * max(lengths)
+        batches = LengthBucketBatchSampler(sampler, lengths, budget, rank=rank, world_size=world)
         return DataLoader(self.dataset, batch_sampler=batches, collate_fn=pad_collate)
 
 

@@ -56,8 +56,16 @@ def sha256_bytes(data: bytes) -> str:
 def save_tensors(path: Path, tensors: dict[str, torch.Tensor]) -> str:
     """Write tensors as safetensors (contiguous CPU copies) and return the file's sha256."""
     data = save_safetensors({k: v.detach().cpu().contiguous() for k, v in tensors.items()})
+    return write_file(path, data)
+
+
+def write_file(path: Path, data: bytes) -> str:
+    """Write a model file as a new file (atomically, never through a hard link: a build links the files
+    it reuses to the served version's) and return its sha256."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    tmp = path.with_name(f"{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
     return sha256_bytes(data)
 
 

@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from omegaconf.errors import OmegaConfBaseException
 from rich.console import Console
 
-from moe_unlearn.config import Config, config_hash, to_yaml
+from moe_unlearn.config import Config, config_from_yaml, config_hash, to_yaml
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import ids_digest, is_heldout, replay_sample, split
 from moe_unlearn.errors import UserError
@@ -38,8 +39,10 @@ from moe_unlearn.storage.versions import (
     save_tensors,
     switch_current,
     version_dir,
+    write_file,
     write_manifest,
 )
+from moe_unlearn.training.distributed import is_primary
 from moe_unlearn.training.evaluate import evaluate
 
 Tensors = dict[str, torch.Tensor]
@@ -130,10 +133,15 @@ def build_version(
     `before_switch(n)` runs when version n is complete but not yet served (the audit's moment).
 
     A build interrupted by a crash is picked up where it stopped: files it finished (listed in the
-    unfinished version's progress file, sha256 checked) are kept when their lineage still matches."""
+    unfinished version's progress file, sha256 checked) are kept when their lineage still matches.
+
+    `only` (train.experts) trains those experts even when unchanged. When other experts have no
+    weights here either (experts trained on separate machines), only the `only` experts are trained,
+    into the unfinished build, and nothing goes live: `expert export`/`import` (training/bundles.py)
+    move them, and a build without `only` trains what is left. Returns the build's progress then."""
     # Lightning (seconds to import) is loaded only when something trains: serving, scoring and the
     # audit read versions through this module without it.
-    from moe_unlearn.training.trainer import configure_torch, train_expert, train_router_stage
+    from moe_unlearn.training.trainer import configure_torch
 
     console = console or Console(stderr=True)
     configure_torch(cfg)
@@ -154,30 +162,29 @@ def build_version(
     if current is not None and len(reusable) == len(jobs) and old.get("experts") == experts:
         console.print(f"Version {current} is up to date: nothing to train.")
         return old
-    blocked = [
-        j.expert for j in jobs if j.kind == "expert" and j.path not in reusable and only and j.expert not in only
-    ]
-    if blocked:
-        raise UserError(
-            f"experts {blocked} changed (data or config) and have no trained weights to reuse; "
-            "add them to train.experts or leave train.experts unset"
-        )
 
-    registry.remove_versions_after(current)  # rows of builds that never went live
-    n, done = _unfinished_build(run_dir, current, cfg)
-    vdir = version_dir(run_dir, n)
-    if not done:
-        shutil.rmtree(vdir, ignore_errors=True)
-        (vdir / "experts").mkdir(parents=True)
-        (vdir / "router").mkdir()
-        (vdir / CONFIG_FILE).write_text(to_yaml(cfg))
+    # With several processes (DDP) only global rank 0 writes; the others plan the same build from the
+    # same registry and files and take part in its fits (training/distributed.py).
+    primary = is_primary(cfg)
+    if primary:
+        registry.remove_versions_after(current)  # rows of builds that never went live
+    n, done = unfinished_build(run_dir, current, cfg)
+    vdir = start_build(run_dir, n, cfg, continued=bool(done)) if primary else version_dir(run_dir, n)
     log_dir = vdir / "logs"
+    finished = {j.path for j in jobs if done.get(j.path, {}).get("lineage") == j.lineage and j.path not in reusable}
+    unbuilt = [j.expert for j in jobs if j.kind == "expert" and j.path not in reusable | finished]
+    missing = [e for e in unbuilt if only and e not in only]
+    if missing:  # a share of the experts, the rest trained elsewhere: train ours, go live later
+        jobs = [j for j in jobs if j.kind == "expert" and j.expert in only]
 
     files, state = {}, {}
     previous_stage: tuple[Tensors, Tensors] | None = None
-    finished = {j.path for j in jobs if done.get(j.path, {}).get("lineage") == j.lineage and j.path not in reusable}
     todo = [j for j in jobs if j.path not in reusable and j.path not in finished]
-    step = 0
+    if not primary:
+        stored = {p: (old_dir / p, old["files"][p]["sha256"]) for p in reusable}
+        stored |= {p: (vdir / p, done[p]["sha256"]) for p in finished}
+        return _take_part(cfg, jobs, {j.path for j in todo}, stored, log_dir)
+    env, step = environment(), 0
     for job in jobs:
         started = time.perf_counter()
         if job.path in reusable or job.path in finished:
@@ -195,19 +202,9 @@ def build_version(
                 + (f" (stage {job.stage})" if job.stage is not None else "")
                 + f" on {len(job.records):,} records"
             )
-            if job.kind == "expert":
-                tensors = train_expert(cfg, job.expert, job.records, log_dir)
-            else:
-                weights, fisher = train_router_stage(
-                    cfg, job.stage, job.expert, previous_stage, job.records, job.labels, log_dir
-                )
-                tensors = {
-                    **{f"router.{k}": v for k, v in weights.items()},
-                    **{f"fisher.{k}": v for k, v in fisher.items()},
-                }
-            sha = save_tensors(vdir / job.path, tensors)
+            tensors = _train(cfg, job, previous_stage, log_dir)
             entry = {
-                "sha256": sha,
+                "sha256": save_tensors(vdir / job.path, tensors),
                 "lineage": job.lineage,
                 "kind": job.kind,
                 "expert": job.expert,
@@ -215,6 +212,7 @@ def build_version(
                 "records": len(job.records),
                 "records_sha256": ids_digest(r.id for r in job.records),
                 "config_sha256": config_hash(cfg),
+                "environment": env,  # per file: an imported expert keeps the one it was trained in
                 "trained_in_version": n,
                 "train_seconds": round(time.perf_counter() - started, 2),
             }
@@ -225,6 +223,17 @@ def build_version(
         if job.kind == "router-stage":
             previous_stage = split_stage(tensors)
         files[job.path] = entry
+    if missing:
+        console.print(
+            f"trained {len(todo)} files into version {n}, not live: experts {missing} have no weights here "
+            "(`moe-unlearn expert export` / `expert import` move experts between run directories)"
+        )
+        return {
+            "version": n,
+            "live": False,
+            "trained": [j.path for j in todo],
+            "remaining": remaining(run_dir, registry, cfg),
+        }
 
     ev = None
     if evaluate_heldout:
@@ -368,14 +377,42 @@ def split_stage(tensors: Tensors) -> tuple[Tensors, Tensors]:
     return weights, fisher
 
 
-def _unfinished_build(run_dir: Path, current: int | None, cfg: Config) -> tuple[int, dict]:
-    """(version number to build, files already finished in it): an interrupted build of the same
-    config is continued, otherwise a new number after every one used so far."""
+def _train(cfg: Config, job: Job, previous_stage: tuple[Tensors, Tensors] | None, log_dir: Path) -> Tensors:
+    """Train one file of a version: an expert, or a router stage (weights and Fisher) from the previous one."""
+    from moe_unlearn.training.trainer import train_expert, train_router_stage
+
+    if job.kind == "expert":
+        return train_expert(cfg, job.expert, job.records, log_dir)
+    weights, fisher = train_router_stage(cfg, job.stage, job.expert, previous_stage, job.records, job.labels, log_dir)
+    return {**{f"router.{k}": v for k, v in weights.items()}, **{f"fisher.{k}": v for k, v in fisher.items()}}
+
+
+def _take_part(
+    cfg: Config, jobs: list[Job], todo: set[str], stored: dict[str, tuple[Path, str]], log_dir: Path
+) -> dict:
+    """A DDP follower's share of a build: the fits of the `todo` paths, each router stage from the same
+    previous stage as on rank 0 (trained here, or read from `stored`: path -> (file, sha256)). Writes
+    nothing (Lightning logs on rank 0 only) and returns {}."""
+    previous_stage = None
+    for job in jobs:
+        if job.path in todo:
+            tensors = _train(cfg, job, previous_stage, log_dir)
+        elif job.kind == "router-stage":
+            tensors = load_tensors(*stored[job.path])
+        if job.kind == "router-stage":
+            previous_stage = split_stage(tensors)
+    return {}
+
+
+def unfinished_build(run_dir: Path, current: int | None, cfg: Config) -> tuple[int, dict]:
+    """(version number to build, files already finished in it): an unfinished build of the same config
+    hash (left by a crash, by `train.experts` naming a share of the experts, or by `expert import`) is
+    continued, otherwise a new number after every one used so far."""
     numbers = _version_numbers(run_dir)
     for v in sorted((v for v in numbers if v > (current or 0)), reverse=True):
         vdir = version_dir(run_dir, v)
-        progress, config = vdir / PROGRESS_FILE, vdir / CONFIG_FILE
-        if progress.is_file() and config.is_file() and config.read_text() == to_yaml(cfg):
+        progress = vdir / PROGRESS_FILE
+        if progress.is_file() and _config_hash_of(vdir) == config_hash(cfg):
             done = {}
             for path, entry in json.loads(progress.read_text()).items():
                 try:
@@ -385,6 +422,63 @@ def _unfinished_build(run_dir: Path, current: int | None, cfg: Config) -> tuple[
                     pass
             return v, done
     return max([current or 0, *numbers]) + 1, {}
+
+
+def start_build(run_dir: Path, n: int, cfg: Config, continued: bool) -> Path:
+    """The directory of version n under construction, emptied unless `continued`; its config.yaml is
+    `cfg` (a continued build may have started with other non-semantic keys, e.g. train.experts)."""
+    vdir = version_dir(run_dir, n)
+    if not continued:
+        shutil.rmtree(vdir, ignore_errors=True)
+    (vdir / "experts").mkdir(parents=True, exist_ok=True)
+    (vdir / "router").mkdir(exist_ok=True)
+    (vdir / CONFIG_FILE).write_text(to_yaml(cfg))
+    return vdir
+
+
+def add_finished_file(run_dir: Path, cfg: Config, path: str, data: bytes, entry: dict) -> int:
+    """Add a file trained elsewhere (an imported expert) to the unfinished build of `cfg`, started if
+    there is none, as if that build had trained it: the next build keeps it while its lineage matches.
+    Returns the build's version number."""
+    n, done = unfinished_build(run_dir, read_current(run_dir), cfg)
+    vdir = start_build(run_dir, n, cfg, continued=bool(done))
+    write_file(vdir / path, data)
+    _write_json(vdir / PROGRESS_FILE, {**done, path: {**entry, "trained_in_version": n}})
+    return n
+
+
+def trained_file(run_dir: Path, path: str) -> tuple[Path, dict, str] | None:
+    """The newest trained copy of a version file: (file, manifest entry, config YAML), from the newest
+    unfinished build that finished it, else from the served version; None if neither has it."""
+    current = read_current(run_dir)
+    for v in sorted((v for v in _version_numbers(run_dir) if v > (current or 0)), reverse=True):
+        vdir = version_dir(run_dir, v)
+        progress = vdir / PROGRESS_FILE
+        entry = json.loads(progress.read_text()).get(path) if progress.is_file() else None
+        if entry is not None and (vdir / CONFIG_FILE).is_file():
+            return vdir / path, entry, (vdir / CONFIG_FILE).read_text()
+    if current is None:
+        return None
+    vdir = version_dir(run_dir, current)
+    manifest = read_manifest(vdir)
+    if path not in manifest["files"]:
+        return None
+    entry = {"environment": manifest["environment"], **manifest["files"][path]}  # older manifests: per version
+    return vdir / path, entry, (vdir / CONFIG_FILE).read_text()
+
+
+def remaining(run_dir: Path, registry: Registry, cfg: Config) -> list[str]:
+    """Files a build of `cfg` would still train: neither served with the same lineage nor finished in
+    its unfinished build."""
+    _, done = unfinished_build(run_dir, read_current(run_dir), cfg)
+    return [j.path for j in changes(run_dir, registry, cfg) if done.get(j.path, {}).get("lineage") != j.lineage]
+
+
+def _config_hash_of(vdir: Path) -> str | None:
+    try:
+        return config_hash(config_from_yaml((vdir / CONFIG_FILE).read_text()))
+    except (OSError, OmegaConfBaseException):
+        return None
 
 
 def _write_json(path: Path, data: dict) -> None:

@@ -4,6 +4,7 @@
 stage): the same inputs give the same tensors, bit for bit on the same CPU and thread count.
 """
 
+import json
 import logging
 import os
 import warnings
@@ -15,17 +16,19 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from moe_unlearn.config import Config, OptimConfig
-from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset, router_dataset
+from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset, keys_digest, router_dataset
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import seed_for, unit_hash
 from moe_unlearn.errors import UserError
 from moe_unlearn.faults import ENV, crash_point
 from moe_unlearn.models.expert import BOS, ByteTransformer
 from moe_unlearn.models.router import Router
+from moe_unlearn.training.distributed import check_followers, multi_process
 from moe_unlearn.training.ewc import accumulate, fisher_diagonal
 from moe_unlearn.training.modules import ExpertLM, RouterStage
 
 Tensors = dict[str, torch.Tensor]
+EXAMPLES_FILE = "examples.json"
 
 # Lightning's start-up chatter ("GPU available: False ...") and hints that do not apply to byte data
 # held in memory; real warnings still show.
@@ -34,6 +37,7 @@ for _name in ("lightning.pytorch.utilities.rank_zero", "lightning.pytorch.accele
 warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
 warnings.filterwarnings("ignore", message=".*isinstance.treespec, LeafSpec.*")  # inside Lightning itself
+warnings.filterwarnings("ignore", message=".*distributed.nn.functional.all_gather is deprecated.*")  # Lightning's
 
 
 class CrashMidTraining(L.Callback):
@@ -47,6 +51,38 @@ class CrashMidTraining(L.Callback):
             crash_point(self.step)
 
 
+class ExamplesSeen(L.Callback):
+    """Writes `path` (JSON, on global rank 0) at the end of the fit: for every epoch and process, the
+    batches and examples it trained on and `keys_digest` of their keys, next to the digest of all the
+    fit's examples. Keys are record ids with a chunk number, never text. Disjoint shares of the data
+    have digests adding up to the digest of their union, so the file shows how DDP shared it out."""
+
+    def __init__(self, path: Path, keys: list[str]):
+        self.path, self.keys, self.epochs, self.seen = path, keys, [], None
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self.seen = [0, 0, 0]  # batches, examples, digest
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
+        keys = [self.keys[i] for i in trainer.train_dataloader.batch_sampler.current[batch_idx]]
+        batches, examples, digest = self.seen
+        self.seen = [batches + 1, examples + len(keys), (digest + keys_digest(keys)) % 2**63]
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        seen = pl_module.all_gather(torch.tensor(self.seen, device=pl_module.device)).view(-1, 3).tolist()
+        ranks = [
+            {"rank": r, "batches": b, "examples": e, "keys_digest": f"{d:016x}"} for r, (b, e, d) in enumerate(seen)
+        ]
+        self.epochs.append({"epoch": trainer.current_epoch, "ranks": ranks})
+
+    def on_train_end(self, trainer, pl_module) -> None:
+        if trainer.is_global_zero:
+            data = {"examples": len(self.keys), "keys_digest": f"{keys_digest(self.keys):016x}"}
+            report = {"world_size": trainer.world_size, "data": data, "epochs": self.epochs}
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps(report, indent=2) + "\n")
+
+
 def training_callbacks(kind: str) -> list[L.Callback]:
     """The crash callback for this kind of fit ("expert" or "router"), only when a test asks for it."""
     step = "mid-expert-training" if kind == "expert" else "mid-router-stage"
@@ -56,6 +92,8 @@ def training_callbacks(kind: str) -> list[L.Callback]:
 def configure_torch(cfg: Config) -> None:
     """Thread count from the config, deterministic kernels on CPU (part of the exactness contract)."""
     torch.set_num_threads(cfg.trainer.threads)
+    if multi_process(cfg):  # else Lightning's DDP sets torch's threads to cores / processes
+        os.environ.setdefault("OMP_NUM_THREADS", str(cfg.trainer.threads))
     if on_cpu(cfg):
         torch.use_deterministic_algorithms(True)
 
@@ -65,8 +103,13 @@ def on_cpu(cfg: Config) -> bool:
 
 
 def fit(module: L.LightningModule, data: ExampleDataModule, cfg: Config, optim: OptimConfig, log_dir: Path, name: str):
-    """Run one Lightning fit: seeded by the caller, no checkpoints, metrics to `log_dir/name/metrics.csv`."""
+    """Run one Lightning fit: seeded by the caller, no checkpoints, metrics to `log_dir/name/metrics.csv`
+    (and, for an ExampleDataModule, what each process trained on to `log_dir/name/examples.json`)."""
+    check_followers(cfg)
     bar = cfg.trainer.progress_bar
+    callbacks = ([RichProgressBar(leave=True)] if bar else []) + training_callbacks(name.split("-")[0])
+    if isinstance(data, ExampleDataModule):
+        callbacks.append(ExamplesSeen(log_dir / name / EXAMPLES_FILE, data.dataset.keys))
     trainer = L.Trainer(
         accelerator=cfg.trainer.accelerator,
         devices=cfg.trainer.devices,
@@ -82,9 +125,9 @@ def fit(module: L.LightningModule, data: ExampleDataModule, cfg: Config, optim: 
         enable_checkpointing=False,
         enable_model_summary=False,
         enable_progress_bar=bar,
-        callbacks=([RichProgressBar(leave=True)] if bar else []) + training_callbacks(name.split("-")[0]),
+        callbacks=callbacks,
         log_every_n_steps=cfg.trainer.log_every_n_steps,
-        use_distributed_sampler=False,  # HashOrderSampler shards by rank itself, without padding
+        use_distributed_sampler=False,  # LengthBucketBatchSampler deals batches to ranks, without padding
         limit_val_batches=0,
         num_sanity_val_steps=0,
     )

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from rich.console import Console
 
+from moe_unlearn.config import config_from_yaml
 from moe_unlearn.storage.registry import Registry
 from moe_unlearn.storage.versions import (
     environment,
@@ -24,6 +25,7 @@ from moe_unlearn.storage.versions import (
     tensor_hashes,
     version_dir,
 )
+from moe_unlearn.training.distributed import check_followers
 
 # The registry's source -> expert map is passed by `ingest --expert`, so the config's own map is cleared.
 ORACLE_OVERRIDES = ["data.builtin=false", "trainer.progress_bar=false", "experts=[]"]
@@ -105,9 +107,13 @@ def verify_against_oracle(run_dir: Path, registry: Registry, work_dir: Path | No
     built on another torch or CPU (threads come from the config): bit-identity is not expected then, and
     `lineage_equal` (same config, expert order and training records for every file) is the evidence."""
     served = read_manifest(version_dir(run_dir, read_current(run_dir)))
+    # A multi-process oracle would need its other processes started with it (only train.py does that).
+    check_followers(config_from_yaml((version_dir(run_dir, read_current(run_dir)) / "config.yaml").read_text()))
     here = environment()
     keys = ("torch", "cpu_capability", "cpu_flags_sha256", "machine", "cuda")  # threads come from the config
-    mismatch = sorted(k for k in keys if served["environment"].get(k) != here.get(k))
+    # Files imported from another machine (`expert import`) carry the environment they were trained in.
+    built_in = [served["environment"], *(f["environment"] for f in served["files"].values() if "environment" in f)]
+    mismatch = sorted({k for env in built_in for k in keys if env.get(k) != here.get(k)})
     own = work_dir is None
     work = Path(tempfile.mkdtemp(prefix="moe-unlearn-oracle-")) if own else Path(work_dir)
     work.mkdir(parents=True, exist_ok=True)

@@ -77,6 +77,19 @@ def test_score_reads_stdin(tiny_run_dir):
     assert piped == direct
 
 
+def test_init_creates_an_empty_run_for_ingest_then_refuses_to_run_twice(tmp_path):
+    run_dir = tmp_path / "run"
+    created = cli("init", "--config", TINY, "data.builtin=false", "--run-dir", run_dir)
+    assert created.returncode == 0, created.stderr
+    assert "0 records" in created.stdout
+    (tmp_path / "notes.txt").write_text("first note\n\nsecond note\n")
+    assert cli("ingest", "--source", "notes", tmp_path / "notes.txt", "--run-dir", run_dir).returncode == 0
+    info = Run(run_dir).info()
+    assert info["records"] == 2 and info["current_version"] is None
+    again = cli("init", "--run-dir", run_dir)
+    assert again.returncode == 2 and "already a run directory" in again.stderr
+
+
 @pytest.mark.parametrize(
     "args, message",
     [

@@ -1,12 +1,14 @@
+import pytest
 import torch
 
-from moe_unlearn.data.datamodule import ExampleDataset, HashOrderSampler, LengthBucketBatchSampler
+from moe_unlearn import UserError
+from moe_unlearn.data.datamodule import ExampleDataset, HashOrderSampler, LengthBucketBatchSampler, keys_digest
 from moe_unlearn.data.examples import pad_collate
 
 
-def make_sampler(lengths, budget, seed=0, keys=None, window=4):
+def make_sampler(lengths, budget, seed=0, keys=None, window=4, rank=0, world_size=1):
     keys = keys or [f"r{i}" for i in range(len(lengths))]
-    return LengthBucketBatchSampler(HashOrderSampler(keys, seed), lengths, budget, window)
+    return LengthBucketBatchSampler(HashOrderSampler(keys, seed), lengths, budget, window, rank, world_size)
 
 
 def test_every_example_once_per_epoch_within_budget():
@@ -59,3 +61,35 @@ def test_router_examples_label_every_stride_th_position_and_the_last():
     assert len(inputs) == 10  # BOS + the first 9 bytes: position t sees bytes < t
     assert labels.tolist() == [0, IGNORE, IGNORE, IGNORE, 0, IGNORE, IGNORE, IGNORE, 0, 0]
     assert data[1][1].tolist() == [1, 1]  # a short record: BOS and its last position
+
+
+@pytest.mark.parametrize("world", [2, 3, 8])
+@pytest.mark.parametrize("epoch", [0, 1])
+def test_processes_get_as_many_batches_and_every_example_once(world, epoch):
+    lengths = [(i * 37) % 256 + 1 for i in range(501)]
+    whole = make_sampler(lengths, budget=4 * 256)
+    whole.sampler.set_epoch(epoch)
+    shares = []
+    for rank in range(world):
+        sampler = make_sampler(lengths, budget=4 * 256, rank=rank, world_size=world)
+        sampler.sampler.set_epoch(epoch)
+        shares.append(sampler.batches())
+    assert len({len(share) for share in shares}) == 1  # DDP: every process takes the same steps
+    assert sorted(i for share in shares for b in share for i in b) == list(range(501))  # none twice, none left
+    # The single-process batches, dealt round-robin, a few of the largest split in two.
+    single = whole.batches()
+    assert len(single) <= len(shares[0]) * world < len(single) + world
+    dealt = [b for step in zip(*shares, strict=True) for b in step]
+    assert [b for b in dealt if b in single] == [b for b in single if b in dealt]  # same order
+
+
+def test_batches_of_one_example_that_cannot_be_shared_evenly_are_an_error():
+    with pytest.raises(UserError, match="cannot be shared evenly by 2 processes"):
+        make_sampler([256] * 5, budget=256, rank=0, world_size=2).batches()
+
+
+def test_keys_digest_of_disjoint_sets_adds_up():
+    keys = [f"r{i}#0" for i in range(100)]
+    assert (keys_digest(keys[:30]) + keys_digest(keys[30:])) % 2**63 == keys_digest(keys)
+    assert keys_digest(keys[:30] + keys[29:]) != keys_digest(keys)  # a repeated key shows
+    assert keys_digest(reversed(keys)) == keys_digest(keys)

@@ -1,11 +1,20 @@
 """Checkpoints: safetensors + manifest, checked on load, `current` as the one pointer."""
 
 import json
+import os
 
 import pytest
+import torch
 
 from moe_unlearn import Run, UserError
-from moe_unlearn.storage.versions import read_current, switch_current, version_dir
+from moe_unlearn.storage.versions import (
+    load_tensors,
+    read_current,
+    save_tensors,
+    sha256_bytes,
+    switch_current,
+    version_dir,
+)
 from tests.cli.test_cli import cli
 
 
@@ -56,3 +65,13 @@ def test_switch_current_is_an_atomic_replace(tmp_path):
     switch_current(tmp_path, 4)
     assert read_current(tmp_path) == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == ["current"]  # no temporary left behind
+
+
+def test_saving_over_a_hard_link_leaves_the_other_name_alone(tmp_path):
+    # a build links the files it reuses to the served version's: retraining one must not write through
+    served, building = tmp_path / "served.safetensors", tmp_path / "building.safetensors"
+    sha = save_tensors(served, {"w": torch.zeros(3)})
+    os.link(served, building)
+    save_tensors(building, {"w": torch.ones(3)})
+    assert load_tensors(served, sha)["w"].sum() == 0
+    assert load_tensors(building, sha256_bytes(building.read_bytes()))["w"].sum() == 3

@@ -4,7 +4,7 @@ import pytest
 from safetensors.torch import load_file
 
 from moe_unlearn import Run, UserError
-from moe_unlearn.storage.versions import tensor_hashes, version_dir
+from moe_unlearn.storage.versions import read_current, tensor_hashes, version_dir
 from tests.conftest import TINY
 
 
@@ -67,6 +67,13 @@ def test_train_only_named_experts(tiny_copy):
         Run(tiny_copy).train(TINY, ["train.experts=[nope]"])
 
 
-def test_changed_config_for_unlisted_expert_is_refused(tiny_copy):
-    with pytest.raises(UserError, match="no trained weights to reuse"):
-        Run(tiny_copy).train(TINY, ["train.experts=[weather]", "train.expert.lr=0.001"])
+def test_changed_config_for_unlisted_experts_trains_the_listed_one_without_going_live(tiny_copy):
+    # the others would be trained on other machines and imported (tests/training/test_bundles.py)
+    result = Run(tiny_copy).train(TINY, ["train.experts=[weather]", "train.expert.lr=0.001"])
+    assert result["live"] is False and result["version"] == 2 and read_current(tiny_copy) == 1
+    assert result["trained"] == ["experts/weather.safetensors"]
+    assert result["remaining"] == [
+        "experts/recipes.safetensors", "experts/code.safetensors",
+        *(f"router/stage_{i}.safetensors" for i in range(3)),
+    ]  # fmt: skip
+    assert Run(tiny_copy).score("Light rain")["version"] == 1  # the served version is untouched

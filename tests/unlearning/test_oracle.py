@@ -170,6 +170,21 @@ def test_verify_on_another_torch_exits_3_and_compares_lineage_instead(tiny_copy,
     assert "different torch" in done.output and "lineage: identical" in done.output
 
 
+def test_an_expert_imported_from_another_cpu_makes_verify_unable_to_judge_bit_identity(tiny_copy, tmp_path):
+    """`expert import` keeps the environment each file was trained in: one trained on another CPU means
+    bit-identity is not expected, even though the version itself was assembled here."""
+    mpath = tiny_copy / "versions" / "1" / "manifest.json"
+    m = json.loads(mpath.read_text())
+    m["files"]["experts/code.safetensors"]["environment"] = {
+        **m["environment"],
+        "cpu_flags_sha256": "another-cpu",
+    }
+    mpath.write_text(json.dumps(m))
+    result = Run(tiny_copy).verify(tmp_path / "oracle")
+    assert not result["comparable"] and result["environment_differs"] == ["cpu_flags_sha256"]
+    assert result["lineage_equal"]
+
+
 def test_lineage_comparison_names_the_files_trained_on_other_records(tiny_run_dir, tiny_copy):
     Run(tiny_copy).forget(records=ids_of(tiny_copy, "weather")[0][:1])
     result = oracle_compare(tiny_copy, tiny_run_dir)  # as if the oracle had trained on the old records
