@@ -7,7 +7,7 @@ CLI    := $(VENV)/bin/moe-unlearn
 RUN    ?= checkpoints/default
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test install lint bench clean
+.PHONY: run test install lint bench serve clean
 
 install: $(STAMP)
 
@@ -38,7 +38,7 @@ run: install
 	$(CLI) canaries --id canary-0003 --run-dir $(RUN)
 
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n 2 --dist worksteal  # two test processes: most tests are tiny and single-threaded
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -46,6 +46,10 @@ lint: install
 
 bench: install
 	$(PY) bench/forget_speedup.py --k 4 8 16
+
+# The trained model over HTTP on 127.0.0.1:8000 (admin routes: set MOE_UNLEARN_ADMIN_TOKEN); see README "Serving".
+serve: install
+	$(CLI) serve --run-dir $(RUN)
 
 clean:
 	rm -rf $(RUN)

@@ -33,6 +33,7 @@ def run_method(
     pristine: Path, work: Path, reports: Path, method: str, ids: list[str], console: Console, verify: bool
 ) -> dict:
     run_dir = work / method
+    shutil.rmtree(run_dir, ignore_errors=True)
     shutil.copytree(pristine, run_dir)
     run = Run(run_dir, console=console)
     started = time.perf_counter()
@@ -77,6 +78,12 @@ def main() -> None:
         help="keep the trained run directory here (reused when it is up to date: later runs skip training)",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip `verify` (the oracle's full training)")
+    parser.add_argument(
+        "--work",
+        type=Path,
+        help="keep each method's run directory here (e.g. to run `moe-unlearn verify` on it later); default: a "
+        "temporary directory",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides")
     args = parser.parse_args()
     console = Console(stderr=True)
@@ -89,7 +96,7 @@ def main() -> None:
         if earlier.get("config") == args.config and earlier.get("overrides") == overrides:
             results = earlier["results"]
     with tempfile.TemporaryDirectory(prefix="moe-unlearn-audit-") as tmp:
-        work = Path(tmp)
+        work = args.work or Path(tmp)
         pristine = args.trained or work / "pristine"
         Run(pristine, console=console).train(args.config, overrides)
         corpus = served_config(pristine).data.corpus

@@ -18,6 +18,7 @@ from rich.table import Table
 from moe_unlearn.audit.report import summary_rows
 from moe_unlearn.errors import UserError
 from moe_unlearn.run import DEFAULT_RUN_DIR, Run
+from moe_unlearn.serving.command import serve
 from moe_unlearn.training.distributed import train_or_follow
 from moe_unlearn.unlearning.certificate import summary as certificate_summary
 
@@ -457,6 +458,9 @@ def _weights(weights: dict[str, float]) -> str:
 
 def _escape(text: str) -> str:
     return text.replace("[", "\\[")
+
+
+app.command()(serve)  # moe_unlearn/serving: handles its own errors (one line, exit 2)
 
 
 def main() -> None:

@@ -2,15 +2,17 @@
 
 Router weights are renormalised over the chosen k. Likelihoods are defined chunk by chunk (each
 chunk of `block_size` bytes starts from BOS), exactly as the experts were trained, so `score` gives
-true bits per byte. `generate` samples with its own seeded generator (batching-independent).
+true bits per byte. `generate` samples with its own seeded generator (batching-independent); `sample`
+yields the same bytes one at a time (streaming). `score_batch` scores many texts in one padded forward.
 """
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import nn
 
-from moe_unlearn.data.examples import chunks, lm_example
+from moe_unlearn.data.examples import IGNORE, chunks, lm_example, pad_collate
 from moe_unlearn.models.expert import BOS, ByteTransformer
 from moe_unlearn.models.router import Router, expert_weights
 
@@ -48,11 +50,45 @@ class MixtureOfExperts(nn.Module):
     def score(self, data: bytes) -> dict:
         """Bits per byte of `data` and the router's mean weight per expert over its bytes."""
         log_probs, weights = self.byte_log_probs(data)
-        n = len(data)
+        return self._score_summary(-log_probs.double().sum().item(), weights.sum(0), len(data))
+
+    @torch.no_grad()
+    def score_batch(self, texts: list[bytes], max_rows: int = 64) -> list[dict]:
+        """`score` of each of `texts`, computed together: their chunks, sorted by length, are right-padded into
+        batches of `max_rows` and each batch takes one pass, in which every expert runs on the chunks that
+        use it only (a chunk scored alone runs its own experts, not the union of the batch's). Padding
+        follows every real byte, so (causal attention, causal router) it changes nothing before it: results
+        equal `score` up to float rounding."""
+        owners, examples = [], []
+        for i, data in enumerate(texts):
+            for chunk in chunks(data, self.block_size):
+                owners.append(i)
+                examples.append(lm_example(chunk))
+        order = sorted(range(len(examples)), key=lambda j: len(examples[j][1]))  # less padding per batch
+        nll = torch.zeros(len(texts), dtype=torch.float64)  # nats per text
+        weight_sums = torch.zeros(len(texts), len(self.names))
+        for start in range(0, len(order), max_rows):
+            part = order[start : start + max_rows]
+            inputs, targets = pad_collate([examples[j] for j in part])  # (N, T) each
+            real = targets != IGNORE
+            weights = expert_weights(self.router(inputs), self.top_k) * real[..., None]  # (N, T, K), 0 on padding
+            mixed = torch.full(targets.shape, -math.inf)  # log p of each target byte under the mixture, (N, T)
+            for e, expert in enumerate(self.experts):
+                rows = (weights[..., e] > 0).any(1).nonzero()[:, 0]
+                if len(rows):
+                    log_p = expert(inputs[rows]).float().log_softmax(-1)  # (n, T, 256)
+                    picked = log_p.gather(-1, targets[rows].clamp(min=0)[..., None])[..., 0]  # (n, T)
+                    mixed[rows] = torch.logaddexp(mixed[rows], picked + weights[rows, :, e].log())
+            owner = torch.tensor([owners[j] for j in part])
+            nll.index_add_(0, owner, -torch.where(real, mixed, 0.0).double().sum(1))
+            weight_sums.index_add_(0, owner, weights.sum(1))
+        return [self._score_summary(nll[i].item(), weight_sums[i], len(data)) for i, data in enumerate(texts)]
+
+    def _score_summary(self, nats: float, weight_sum: torch.Tensor, n: int) -> dict:
         return {
-            "bits_per_byte": -log_probs.double().sum().item() / math.log(2) / n if n else float("nan"),
+            "bits_per_byte": nats / math.log(2) / n if n else float("nan"),
             "bytes": n,
-            "expert_weights": dict(zip(self.names, (weights.sum(0) / max(n, 1)).tolist(), strict=True)),
+            "expert_weights": dict(zip(self.names, (weight_sum / max(n, 1)).tolist(), strict=True)),
         }
 
     @torch.no_grad()
@@ -101,21 +137,31 @@ class MixtureOfExperts(nn.Module):
             out.append(self.router(inputs)[0, -1].float().softmax(-1))
         return torch.stack(out)
 
-    @torch.no_grad()
     def generate(
         self, prompt: bytes, max_new_bytes: int, temperature: float = 1.0, top_k: int = 0, seed: int = 0
     ) -> tuple[bytes, dict[str, float]]:
         """Sample bytes after `prompt` (temperature 0: greedy). Returns the new bytes and the mean
         router weight per expert over the generated positions. The context is the last
         block_size - 1 bytes behind BOS."""
+        new, weight_sum = bytearray(), torch.zeros(len(self.names))
+        for byte, weights in self.sample(prompt, max_new_bytes, temperature, top_k, seed):
+            new.append(byte)
+            weight_sum += weights
+        n = max(1, max_new_bytes)
+        return bytes(new), {k: v / n for k, v in zip(self.names, weight_sum.tolist(), strict=True)}
+
+    @torch.no_grad()
+    def sample(
+        self, prompt: bytes, max_new_bytes: int, temperature: float = 1.0, top_k: int = 0, seed: int = 0
+    ) -> Iterator[tuple[int, torch.Tensor]]:
+        """The bytes `generate` returns, one at a time as they are drawn, each with the router weights
+        (n_experts,) that produced it. One seeded generator per call: the bytes depend on the seed only."""
         generator = torch.Generator().manual_seed(seed)
         data = bytearray(prompt)
-        weight_sum = torch.zeros(len(self.names))
         for _ in range(max_new_bytes):
             context = data[len(data) - (self.block_size - 1) :] if len(data) >= self.block_size else data
             log_p, weights = self(torch.tensor([[BOS, *context]]))
             logits, w = log_p[0, -1], weights[0, -1]
-            weight_sum += w
             if temperature <= 0:
                 nxt = int(logits.argmax())
             else:
@@ -125,5 +171,4 @@ class MixtureOfExperts(nn.Module):
                     logits = logits.masked_fill(logits < kth, -math.inf)
                 nxt = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
             data.append(nxt)
-        n = max(1, max_new_bytes)
-        return bytes(data[len(prompt) :]), {k: v / n for k, v in zip(self.names, weight_sum.tolist(), strict=True)}
+            yield nxt, w

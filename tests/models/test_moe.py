@@ -207,6 +207,21 @@ def test_score_with_a_one_byte_last_chunk(moe: MixtureOfExperts, n: int) -> None
     assert math.isclose(result["bits_per_byte"], manual_score(moe, data)[0], rel_tol=1e-5)
 
 
+@pytest.mark.parametrize("max_rows", [1, 3, 64])
+def test_score_batch_equals_scoring_each_text_alone(moe: MixtureOfExperts, max_rows: int) -> None:
+    texts = [random_bytes(n, seed=n) for n in (1, 5, BS - 1, BS, BS + 1, 3 * BS + 7)]  # 1 to 4 chunks, padded
+    for got, text in zip(moe.score_batch(texts, max_rows=max_rows), texts, strict=True):
+        alone = moe.score(text)
+        assert got["bytes"] == alone["bytes"] == len(text)
+        assert got["bits_per_byte"] == pytest.approx(alone["bits_per_byte"], rel=1e-5)
+        assert got["expert_weights"] == pytest.approx(alone["expert_weights"], abs=1e-6)
+
+
+def test_score_batch_of_nothing(moe: MixtureOfExperts) -> None:
+    assert moe.score_batch([]) == []
+    assert math.isnan(moe.score_batch([b""])[0]["bits_per_byte"])
+
+
 # --- route -----------------------------------------------------------------------------------------
 
 
@@ -313,6 +328,14 @@ def test_generate_with_an_empty_prompt(moe: MixtureOfExperts) -> None:
     out, weights = moe.generate(b"", 5, temperature=0.0)
     assert len(out) == 5
     assert out == greedy_reference(moe, b"", 5)
+
+
+def test_sample_yields_the_bytes_and_weights_of_generate_one_at_a_time(moe: MixtureOfExperts) -> None:
+    steps = list(moe.sample(b"abc", 9, temperature=0.9, top_k=5, seed=4))
+    out, weights = moe.generate(b"abc", 9, temperature=0.9, top_k=5, seed=4)
+    assert bytes(b for b, _ in steps) == out
+    means = (torch.stack([w for _, w in steps]).sum(0) / 9).tolist()
+    assert dict(zip(NAMES, means, strict=True)) == pytest.approx(weights, rel=1e-6)
 
 
 # --- continuation_log_probs (canary candidates after one shared prefix) ----------------------------

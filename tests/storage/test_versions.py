@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from moe_unlearn import Run, UserError
+from moe_unlearn.config import load_config
 from moe_unlearn.storage.versions import (
     load_tensors,
     read_current,
@@ -16,6 +17,7 @@ from moe_unlearn.storage.versions import (
     version_dir,
 )
 from tests.cli.test_cli import cli
+from tests.conftest import TINY
 
 
 def test_version_layout_and_manifest(tiny_run_dir):
@@ -29,7 +31,7 @@ def test_version_layout_and_manifest(tiny_run_dir):
     for entry in manifest["files"].values():
         assert set(entry) >= {"sha256", "records_sha256", "config_sha256", "lineage", "records"}
     env = manifest["environment"]
-    assert env["threads"] == 2 and env["torch"] and env["cpu_flags_sha256"]
+    assert env["threads"] == load_config(TINY).trainer.threads and env["torch"] and env["cpu_flags_sha256"]
     assert not list(tiny_run_dir.rglob("*.ckpt")) and not list(tiny_run_dir.rglob("*.pt"))
 
 

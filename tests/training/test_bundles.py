@@ -7,6 +7,7 @@ import json
 import pytest
 
 from moe_unlearn import Run
+from moe_unlearn.config import load_config
 from moe_unlearn.storage.versions import read_current, version_dir
 from tests.conftest import TINY, cli
 
@@ -55,7 +56,7 @@ def test_export_carries_the_lineage_of_the_served_file(tiny_run_dir, tmp_path):
     bundle = json.loads((tmp_path / "w" / "bundle.json").read_text())
     assert bundle["expert"] == "weather" and bundle["file"] == entry
     assert set(entry) >= {"sha256", "lineage", "config_sha256", "records_sha256", "environment"}
-    assert entry["environment"]["threads"] == 2 and entry["environment"]["torch"]
+    assert entry["environment"]["threads"] == load_config(TINY).trainer.threads and entry["environment"]["torch"]
     assert (tmp_path / "w" / "expert.safetensors").read_bytes() == (
         version_dir(tiny_run_dir, 1) / "experts/weather.safetensors"
     ).read_bytes()

@@ -1,0 +1,3 @@
+from moe_unlearn.serving.command import main
+
+main()

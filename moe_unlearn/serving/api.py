@@ -1,0 +1,188 @@
+"""The model routes: one LitServe `LitAPI` per route, each loading the model in `setup` and turning a
+checked request (see schemas.py) into a response that names the version that computed it.
+
+    POST /generate           text, expert weights, version          batched (a list per `predict`)
+    POST /generate/stream    the same, one JSON line per piece       one request at a time
+    POST /score              bits per byte, expert weights, version  batched: one padded pass
+    POST /v1/completions     OpenAI's completions API (`openai` client: `client.completions.create`)
+
+Hot swap: a worker holds the version named by `current` in memory (`ServedModel`) and reads the pointer
+at the start of every batch, in `predict`; when a forget or drop has switched it, the worker loads the
+new version before it computes anything, so no batch that starts after a switch uses the old version.
+
+Batching: with `max_batch_size` > 1, LitServe hands `predict` a list of requests and expects a list
+back; with 1, one request and one result (`batched` covers both). Scoring runs the whole batch in one
+padded pass (`MixtureOfExperts.score_batch`), equal to scoring one at a time up to float rounding; on a
+CPU this saves the per-request overhead, not arithmetic. Generation runs request after request inside
+the batch, each with its own seeded sampler: a batched sampler would change results in the last float
+bits, and so now and then a sampled byte, where a seed must give the same text with or without batching.
+"""
+
+import codecs
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import litserve as ls
+import torch
+from fastapi import HTTPException
+
+from moe_unlearn.errors import UserError
+from moe_unlearn.models.moe import MixtureOfExperts
+from moe_unlearn.run import Run
+from moe_unlearn.serving.schemas import CompletionRequest, GenerateRequest, ScoreRequest
+
+
+class ServedModel:
+    """The version `current` names, loaded once (every file checked against its manifest) and reloaded
+    when the pointer moves. `get` reads the pointer on every call: call it once per batch."""
+
+    def __init__(self, run_dir: Path):
+        self.run = Run(run_dir)
+
+    def get(self) -> tuple[MixtureOfExperts, int]:
+        try:
+            model, manifest = self.run.load()
+        except UserError as e:  # never fall back to an older version: the pointer is the truth
+            raise HTTPException(503, f"no model to serve: {e}") from None
+        return model, manifest["version"]
+
+
+def batched(api: ls.LitAPI, x, fn: Callable[[list], list]):
+    """fn over the batch: `x` is a list of requests with batching on, one request with it off."""
+    return fn(x) if api.max_batch_size > 1 else fn([x])[0]
+
+
+def rounded(weights: dict[str, float]) -> dict:
+    """Expert weights as responses give them: every expert's weight, and the ones used, heaviest first."""
+    used = [name for name, w in sorted(weights.items(), key=lambda kv: -kv[1]) if w > 0]
+    return {"expert_weights": {k: round(v, 4) for k, v in weights.items()}, "experts": used}
+
+
+class ModelAPI(ls.LitAPI):
+    """What every model route shares: the run directory, the thread count, the served model."""
+
+    def __init__(self, run_dir: Path, *, threads: int = 1, **kwargs):
+        super().__init__(**kwargs)
+        self.run_dir, self.threads = Path(run_dir), threads
+
+    def setup(self, device):
+        torch.set_num_threads(self.threads)
+        self.served = ServedModel(self.run_dir)
+        self.served.get()  # load now: a worker is ready only with a model in memory
+
+
+class GenerateAPI(ModelAPI):
+    def decode_request(self, request: GenerateRequest):
+        return request
+
+    def predict(self, x):
+        return batched(self, x, self._generate)
+
+    def _generate(self, requests: list[GenerateRequest]) -> list[dict]:
+        model, version = self.served.get()
+        out = []
+        for r in requests:
+            new, weights = model.generate(r.prompt.encode("utf-8"), r.max_new_bytes, r.temperature, r.top_k, r.seed)
+            out.append({"text": new.decode("utf-8", errors="replace"), **rounded(weights), "version": version})
+        return out
+
+    def encode_response(self, output):
+        return output
+
+
+class GenerateStreamAPI(ModelAPI):
+    """Bytes as they are sampled, as JSON lines {"text", "version"} (a multi-byte character goes out
+    once complete); the last line adds "done", "bytes" and the expert weights. Same seed, same text as
+    /generate."""
+
+    def __init__(self, run_dir: Path, **kwargs):
+        super().__init__(run_dir, stream=True, max_batch_size=1, **kwargs)
+
+    def decode_request(self, request: GenerateRequest):
+        return request
+
+    def predict(self, r: GenerateRequest) -> Iterator[dict]:
+        model, version = self.served.get()
+        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        weight_sum = torch.zeros(len(model.names))
+        for byte, w in model.sample(r.prompt.encode("utf-8"), r.max_new_bytes, r.temperature, r.top_k, r.seed):
+            weight_sum += w
+            text = decoder.decode(bytes([byte]))
+            if text:
+                yield {"text": text, "version": version}
+        means = weight_sum / max(1, r.max_new_bytes)
+        weights = dict(zip(model.names, means.tolist(), strict=True))
+        tail = decoder.decode(b"", final=True)
+        yield {"text": tail, "done": True, "bytes": r.max_new_bytes, **rounded(weights), "version": version}
+
+    def encode_response(self, outputs):
+        yield from outputs
+
+
+class ScoreAPI(ModelAPI):
+    def decode_request(self, request: ScoreRequest):
+        return request.text.encode("utf-8")
+
+    def predict(self, x):
+        return batched(self, x, self._score)
+
+    def _score(self, texts: list[bytes]) -> list[dict]:
+        model, version = self.served.get()
+        return [
+            {
+                "bits_per_byte": r["bits_per_byte"],
+                "bytes": r["bytes"],
+                **rounded(r["expert_weights"]),
+                "version": version,
+            }
+            for r in model.score_batch(texts)
+        ]
+
+    def encode_response(self, output):
+        return output
+
+
+class CompletionsAPI(ModelAPI):
+    """OpenAI's legacy completions API over the byte model: `max_tokens` counts bytes, `stop` ends the text
+    at the first stop string. The response also carries `version` and the expert weights, and names the
+    version in `system_fingerprint`."""
+
+    def decode_request(self, request: CompletionRequest):
+        return request
+
+    def predict(self, x):
+        return batched(self, x, self._complete)
+
+    def _complete(self, requests: list[CompletionRequest]) -> list[dict]:
+        model, version = self.served.get()
+        out = []
+        for r in requests:
+            prompt = r.prompt.encode("utf-8")
+            new, weights = model.generate(prompt, r.max_tokens, r.temperature, r.top_k, r.seed)
+            text, finish = new.decode("utf-8", errors="replace"), "length"
+            cut = min((i for i in (text.find(s) for s in r.stop) if i >= 0), default=-1)
+            if cut >= 0:
+                text, finish = text[:cut], "stop"
+            out.append(
+                {
+                    "id": f"cmpl-{uuid.uuid4().hex}",
+                    "object": "text_completion",
+                    "created": int(time.time()),
+                    "model": r.model,
+                    "system_fingerprint": f"moe-unlearn-v{version}",
+                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
+                    "usage": {
+                        "prompt_tokens": len(prompt),
+                        "completion_tokens": len(new),
+                        "total_tokens": len(prompt) + len(new),
+                    },
+                    **rounded(weights),
+                    "version": version,
+                }
+            )
+        return out
+
+    def encode_response(self, output):
+        return output
