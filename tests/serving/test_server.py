@@ -315,6 +315,7 @@ def test_an_admin_forget_runs_as_a_job_and_reports_its_certificate(server):
     assert certificate["retrained"]["experts"] == ["main"] and certificate["oracle_equal"] is True
     assert server.ok("/score", {"text": "Rain"})["version"] == 3
     while report.get("job", {}).get("exit_code") is None:  # the job process ends and is reaped
+        assert time.monotonic() < deadline + 60, report
         time.sleep(0.2)
         report = server.request("GET", queued["poll"], token=TOKEN)[1]
     assert report["job"]["exit_code"] == 0

@@ -7,6 +7,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -169,17 +170,22 @@ def test_a_request_arriving_while_a_job_runs_queues_and_is_not_lost(tiny_copy):
             stderr=subprocess.PIPE,
             text=True,
         )
-        for _ in range(300):
-            if Run(tiny_copy).requests():
-                break
-            time.sleep(0.1)
+        err_lines: list[str] = []
+        reader = threading.Thread(target=lambda: err_lines.extend(proc.stderr), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + 60
+        while not any("waiting for the job" in line for line in err_lines):  # it reached the lock
+            assert proc.poll() is None and time.monotonic() < deadline, "".join(err_lines)
+            time.sleep(0.05)
         assert [r["status"] for r in Run(tiny_copy).requests()] == ["pending"]
-        assert proc.poll() is None  # waiting for the lock
+        time.sleep(0.5)
+        assert proc.poll() is None  # still queued behind the running job
         fcntl.flock(lock, fcntl.LOCK_UN)
-    out, err = proc.communicate(timeout=120)
-    assert proc.returncode == 0, err
-    assert "waiting for the job" in err
+    out = proc.stdout.read()
+    assert proc.wait(timeout=120) == 0, "".join(err_lines)
+    reader.join(timeout=10)
     assert json.loads(out)["records"][0]["id"] == record
+    assert Run(tiny_copy).requests()[0]["status"] == "done"
 
 
 def test_forgetting_every_record_of_an_expert_is_refused_with_advice(tiny_copy):
