@@ -3,7 +3,8 @@
 Takes the JSONL files of `moe-unlearn data prepare dictd --out DIR`, creates a run directory with
 configs/experiment/dictd.yaml (no built-in corpus), ingests the five dictionaries (one expert each),
 trains, then forgets one real entry of each chosen dictionary with `--audit` (default: jargon's
-"hacker" and gcide's "Unlearn") and verifies the result against an oracle trained from scratch.
+"hacker" and gcide's "unlearn"; entries are named by the slug in their id, a lower-case headword) and
+verifies the result against an oracle trained from scratch.
 Prints Markdown tables (per-dictionary held-out bits per byte, router top-1 at 16/32/64 bytes,
 forget cost per dictionary against the full training) and writes the raw figures as JSON.
 
@@ -31,7 +32,7 @@ def timed(fn, *args, **kwargs):
 
 
 def entry_id(data: Path, source: str, headword: str) -> str:
-    """The id of the first entry of `source` with this headword (ids are `NAME:headword:offset`)."""
+    """The id of the first entry of `source` with this headword slug (ids are `NAME:slug:offset`)."""
     prefix = f'{{"id": "{source}:{headword}:'
     with open(data / f"{source}.jsonl", encoding="utf-8") as f:
         for line in f:
@@ -46,7 +47,7 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("bench/out/dictd"))
     parser.add_argument("--config", default="configs/experiment/dictd.yaml")
     parser.add_argument(
-        "--forget", nargs="+", default=["jargon:hacker", "gcide:Unlearn"], help="SOURCE:HEADWORD entries to forget"
+        "--forget", nargs="+", default=["jargon:hacker", "gcide:unlearn"], help="SOURCE:HEADWORD entries to forget"
     )
     parser.add_argument("--no-verify", action="store_true", help="skip `verify` (the oracle's full training)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/dictd_report.json"))

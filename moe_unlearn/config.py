@@ -105,6 +105,7 @@ class TrainerConfig:
     num_nodes: int = 1
     strategy: str = "auto"  # auto, ddp, ...
     precision: str = "32-true"  # 32-true on CPU; bf16-mixed on GPUs
+    compile: bool = False  # torch.compile the experts' forward pass (GPU; on CPU it needs a C++ compiler)
     threads: int = 2  # torch.set_num_threads on CPU (part of the exactness contract)
     progress_bar: bool = True  # rich progress bars
     log_every_n_steps: int = 10

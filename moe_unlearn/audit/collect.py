@@ -69,8 +69,9 @@ def audit_data(cfg: Config, forgotten: list[Record], live: list[Record], setting
         return sorted(records, key=lambda r: unit_hash(seed, "audit", tag, r.id))[:n]
 
     same_sources = [r for r in live if r.source in sources and r.id not in canary_ids]
-    held = [r for r in same_sources if is_heldout(r.id, seed, fraction)]
-    kept = [r for r in same_sources if not is_heldout(r.id, seed, fraction)]
+    held, kept = [], []
+    for r in same_sources:
+        (held if is_heldout(r.id, seed, fraction) else kept).append(r)
     gone = {r.id for r in forgotten}
     inserted = [
         c

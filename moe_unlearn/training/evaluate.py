@@ -11,6 +11,7 @@ from moe_unlearn.data.examples import IGNORE, chunks, lm_example, pad_collate
 from moe_unlearn.data.records import Record
 from moe_unlearn.models.expert import BOS
 from moe_unlearn.models.moe import MixtureOfExperts
+from moe_unlearn.models.router import Router
 
 PREFIX_LENGTHS = (16, 32, 64)
 
@@ -31,8 +32,8 @@ def bits_per_byte(model: MixtureOfExperts, records: list[Record], batch_size: in
 
 
 @torch.no_grad()
-def router_accuracy(model: MixtureOfExperts, records: list[Record], labels: list[int], prefix: int) -> float:
-    """Share of records whose first `prefix` bytes make the router pick their own expert first."""
+def router_accuracy(router: Router, records: list[Record], labels: list[int], prefix: int) -> float:
+    """Share of records whose first `prefix` bytes make `router` pick their own expert first."""
     if not records:
         return float("nan")
     correct = 0
@@ -42,7 +43,7 @@ def router_accuracy(model: MixtureOfExperts, records: list[Record], labels: list
         inputs = torch.zeros(len(part), max(len(d) for d in data) + 1, dtype=torch.long)
         for i, d in enumerate(data):
             inputs[i, : len(d) + 1] = torch.tensor([BOS, *d])
-        logits = model.router(inputs)  # (N, T, K): position len(d) has seen the whole prefix
+        logits = router(inputs)  # (N, T, K): position len(d) has seen the whole prefix
         last = torch.tensor([len(d) for d in data])
         top1 = logits[torch.arange(len(part)), last].argmax(-1)
         correct += int((top1 == torch.tensor(labels[start : start + 64])).sum())
@@ -57,5 +58,5 @@ def evaluate(model: MixtureOfExperts, heldout: dict[str, list[Record]], expert_o
     return {
         "heldout_bpb": {s: round(bits_per_byte(model, recs), 4) for s, recs in heldout.items() if recs},
         "heldout_records": {s: len(recs) for s, recs in heldout.items()},
-        "router_top1": {str(p): round(router_accuracy(model, every, labels, p), 4) for p in PREFIX_LENGTHS},
+        "router_top1": {str(p): round(router_accuracy(model.router, every, labels, p), 4) for p in PREFIX_LENGTHS},
     }

@@ -21,13 +21,16 @@ LN2 = math.log(2)
 class ExpertLM(L.LightningModule):
     """Next-byte prediction for one expert; logs train/loss and train/bpb (bits per byte)."""
 
-    def __init__(self, model: nn.Module, optim: OptimConfig):
+    def __init__(self, model: nn.Module, optim: OptimConfig, compile: bool = False):
         super().__init__()
         self.model, self.optim = model, optim
+        # Kept out of the module tree: the compiled wrapper shares `model`'s parameters, and the saved
+        # state dict must keep `model`'s own key names.
+        self._forward = [torch.compile(model) if compile else model]
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> torch.Tensor:
         inputs, targets = batch
-        logits = self.model(inputs)  # (B, T, 256)
+        logits = self._forward[0](inputs)  # (B, T, 256)
         loss = F.cross_entropy(logits.flatten(0, 1).float(), targets.flatten(), ignore_index=IGNORE)
         self.log("train/loss", loss, prog_bar=False)
         self.log("train/bpb", loss / LN2, prog_bar=True)
@@ -77,20 +80,24 @@ class RouterStage(L.LightningModule):
 
 def make_optimizer(module: L.LightningModule, optim: OptimConfig) -> dict:
     """AdamW (decay on matrices only) with warm-up and cosine decay over the trainer's total steps."""
-    params = [p for p in module.parameters() if p.requires_grad]
+    total = max(1, int(module.trainer.estimated_stepping_batches))
+    return build_optimizer(list(module.parameters()), optim, total, fused=module.device.type == "cuda")
+
+
+def build_optimizer(parameters: list[nn.Parameter], optim: OptimConfig, total_steps: int, fused: bool) -> dict:
+    """`make_optimizer` for any parameters and step count (plain-PyTorch loops use it too)."""
+    params = [p for p in parameters if p.requires_grad]
     groups = [
         {"params": [p for p in params if p.dim() >= 2], "weight_decay": optim.weight_decay},
         {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
     ]
-    fused = module.device.type == "cuda"
     optimizer = torch.optim.AdamW(groups, lr=optim.lr, betas=(0.9, 0.95), fused=fused)
-    total = max(1, int(module.trainer.estimated_stepping_batches))
-    warmup = min(optim.warmup_steps, total // 2)
+    warmup = min(optim.warmup_steps, total_steps // 2)
 
     def lr_factor(step: int) -> float:
         if step < warmup:
             return (step + 1) / (warmup + 1)
-        progress = (step - warmup) / max(1, total - warmup)
+        progress = (step - warmup) / max(1, total_steps - warmup)
         return 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)

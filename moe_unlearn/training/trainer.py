@@ -142,7 +142,7 @@ def train_expert(cfg: Config, name: str, records: list[Record], log_dir: Path) -
     L.seed_everything(seed, verbose=False)
     model = ByteTransformer(cfg.model.expert)
     data = ExampleDataModule(expert_dataset(records, cfg.model.expert.block_size), cfg.train.expert.batch_size, seed)
-    fit(ExpertLM(model, cfg.train.expert), data, cfg, cfg.train.expert, log_dir, f"expert-{name}")
+    fit(ExpertLM(model, cfg.train.expert, cfg.trainer.compile), data, cfg, cfg.train.expert, log_dir, f"expert-{name}")
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
 
 

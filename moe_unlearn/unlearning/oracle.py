@@ -106,9 +106,10 @@ def verify_against_oracle(run_dir: Path, registry: Registry, work_dir: Path | No
     """Train the oracle in a subprocess and compare. `comparable` is False when the served version was
     built on another torch or CPU (threads come from the config): bit-identity is not expected then, and
     `lineage_equal` (same config, expert order and training records for every file) is the evidence."""
-    served = read_manifest(version_dir(run_dir, read_current(run_dir)))
+    served_dir = version_dir(run_dir, read_current(run_dir))
+    served = read_manifest(served_dir)
     # A multi-process oracle would need its other processes started with it (only train.py does that).
-    check_followers(config_from_yaml((version_dir(run_dir, read_current(run_dir)) / "config.yaml").read_text()))
+    check_followers(config_from_yaml((served_dir / "config.yaml").read_text()))
     here = environment()
     keys = ("torch", "cpu_capability", "cpu_flags_sha256", "machine", "cuda")  # threads come from the config
     # Files imported from another machine (`expert import`) carry the environment they were trained in.
