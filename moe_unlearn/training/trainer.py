@@ -7,6 +7,7 @@ stage): the same inputs give the same tensors, bit for bit on the same CPU and t
 import json
 import logging
 import os
+import shutil
 import warnings
 from pathlib import Path
 
@@ -138,6 +139,8 @@ def train_expert(cfg: Config, name: str, records: list[Record], log_dir: Path) -
     """An expert trained from its seeded initialisation on exactly `records`."""
     if not records:
         raise UserError(f"expert {name!r} has no training records (all held out or removed)")
+    if cfg.trainer.compile and on_cpu(cfg) and not shutil.which(os.environ.get("CXX", "g++")):
+        raise UserError("trainer.compile=true on a CPU needs a C++ compiler (g++, or $CXX); none found")
     seed = seed_for(cfg.seed, "expert", name)
     L.seed_everything(seed, verbose=False)
     model = ByteTransformer(cfg.model.expert)

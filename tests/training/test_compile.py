@@ -1,5 +1,9 @@
 """`trainer.compile`: the experts' forward pass through torch.compile, same saved tensors' names."""
 
+import os
+import shutil
+
+import pytest
 import torch
 
 from moe_unlearn.config import load_config
@@ -9,6 +13,7 @@ from moe_unlearn.training.trainer import configure_torch, train_expert
 from tests.conftest import TINY
 
 
+@pytest.mark.skipif(not shutil.which(os.environ.get("CXX", "g++")), reason="torch.compile on a CPU needs g++")
 def test_a_compiled_expert_trains_and_saves_the_plain_models_tensors(tmp_path):
     cfg = load_config(TINY, ["trainer.compile=true", "train.expert.max_steps=3", "trainer.progress_bar=false"])
     configure_torch(cfg)
