@@ -65,12 +65,13 @@ class Job:
 
 def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Record]]]:
     """Jobs in build order (experts, then router stages 0..K-1) and the held-out records per source
-    to report on (the first `data.eval_records` by id)."""
+    to report on (the first `data.eval_records` by id whose text no expert trains on: a held-out copy
+    of a duplicated record, such as a canary, is not unseen text)."""
     experts = registry.experts()
     if not experts:
         raise UserError("the registry has no sources: ingest some (moe-unlearn ingest --source NAME FILES...)")
     chash = config_hash(cfg)
-    train_sets, heldout = {}, {}
+    train_sets, held_out = {}, {}
     for name in experts:
         sources = registry.sources_of(name)
         records = registry.records(sources)
@@ -81,7 +82,10 @@ def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Rec
                 f"drop it instead (moe-unlearn drop --expert {name})"
             )
         for s in sources:
-            heldout[s] = [r for r in held if r.source == s][: cfg.data.eval_records]
+            held_out[s] = [r for r in held if r.source == s]
+    trained_texts = {r.text for records in train_sets.values() for r in records}
+    unseen = {s: [r for r in held if r.text not in trained_texts] for s, held in held_out.items()}
+    heldout = {s: records[: cfg.data.eval_records] for s, records in unseen.items()}
     jobs = [Job(f"experts/{e}.safetensors", "expert", e, None, train_sets[e]) for e in experts]
     for job in jobs:
         job.lineage = _lineage(

@@ -77,3 +77,18 @@ def test_changed_config_for_unlisted_experts_trains_the_listed_one_without_going
         *(f"router/stage_{i}.safetensors" for i in range(3)),
     ]  # fmt: skip
     assert Run(tiny_copy).score("Light rain")["version"] == 1  # the served version is untouched
+
+
+def test_held_out_evaluation_leaves_out_copies_of_trained_text(tmp_path):
+    from moe_unlearn.config import load_config
+    from moe_unlearn.training.pipeline import plan
+
+    overrides = ["data.corpus.canaries=6", "data.corpus.canary_repeats=10", "model.expert.block_size=160"]
+    run = Run(tmp_path / "run")
+    run.init(TINY, overrides)
+    jobs, heldout = plan(run._open(None), load_config(TINY, overrides))
+    trained = {r.text for job in jobs if job.kind == "expert" for r in job.records}
+    trained_copies = [r for job in jobs for r in job.records if r.id.startswith("canary-")]
+    assert trained_copies  # canaries are trained on, so some of their held-out copies would be seen text
+    assert all(r.text not in trained for records in heldout.values() for r in records)
+    assert all(records for records in heldout.values())
