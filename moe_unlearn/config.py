@@ -135,6 +135,12 @@ NON_SEMANTIC_KEYS = (
 )
 
 
+# Keys added after run directories existed, each with the value that reproduces the behaviour from before
+# it: left out of the hash at that value, so an upgrade does not make every trained file look stale (a
+# forget would then retrain every expert).
+ADDED_KEYS = {("trainer", "compile"): False}
+
+
 def load_config(config_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults from `configs/default.yaml`, then `config_path` merged on top, then `key=value` overrides."""
     try:
@@ -174,6 +180,9 @@ def config_hash(config: Config) -> str:
         data[section].pop(key)
     for key in TOP_LEVEL_NON_SEMANTIC:
         data.pop(key)
+    for (section, key), before in ADDED_KEYS.items():
+        if data[section][key] == before:
+            data[section].pop(key)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

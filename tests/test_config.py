@@ -55,3 +55,11 @@ def test_config_hash_ignores_how_but_not_what():
 def test_saved_config_round_trips():
     cfg = load_config(TINY)
     assert config_from_yaml(to_yaml(cfg)) == cfg
+
+
+def test_a_key_added_later_keeps_older_run_directories_hashes():
+    """Hashes as run directories trained before `trainer.compile` existed recorded them (commit 52c85a3): an
+    upgrade must not make every trained file stale. If a change here is deliberate, say so in the notes."""
+    assert config_hash(load_config()) == "a2a8ea69310480b18eb5b16ef7c0cac5a3fa593222d33053abfd6d1e8d965000"
+    assert config_hash(load_config(TINY)) == "6ee673a42681b13e50667e44fca66cc10af67517574fac9cddaa4207f3b7152b"
+    assert config_hash(load_config(TINY, ["trainer.compile=true"])) != config_hash(load_config(TINY))
