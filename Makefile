@@ -44,8 +44,15 @@ lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# Benchmarks against the alternatives (docs/BENCHMARKS.md): quick versions (estimated ~30 min on 2 cores,
+# not yet timed end to end); `make bench FULL=1` for the full sizes (a bigger machine or a GPU).
+QUICK := $(if $(FULL),,--quick)
 bench: install
-	$(PY) bench/forget_speedup.py --k 4 8 16
+	$(PY) bench/utility.py $(QUICK)
+	$(PY) bench/train_overhead.py $(QUICK)
+	$(PY) bench/router_stability.py $(QUICK)
+	$(PY) bench/forget_cost.py $(QUICK)
+	$(PY) bench/scaling.py $(QUICK)
 
 # The trained model over HTTP on 127.0.0.1:8000 (admin routes: set MOE_UNLEARN_ADMIN_TOKEN); see README "Serving".
 serve: install
