@@ -53,18 +53,14 @@ dense retrains. Writes JSON and Markdown to --out and a PNG to --plots.
 """
 
 import argparse
-import json
-import shlex
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 from statistics import mean
 
-from machine import machine
+from machine import provenance, write_report
 from rich.console import Console
 from utility import Ensemble, corpus, expert_params, jobs, params, score
 
@@ -428,10 +424,7 @@ def main() -> None:
     e = cfg.model.expert
     dense = jobs("dense-matched", cfg, cfg.train.expert.lr, train)[0][0].model.expert
     report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", *sys.argv]),
-        "machine": machine(),
-        "config_file": str(args.config or "configs/default.yaml"),
+        **provenance(args.config),
         "overrides": overrides,
         "quick": args.quick,
         "config": {
@@ -463,9 +456,7 @@ def main() -> None:
         },
     }
     md = markdown(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(md + "\n")
+    write_report(report, md, args.out)
     png = args.plots / f"forget_cost{suffix}.png"
     plot(report, png)
     for name, ratio in report["speedups"].items():

@@ -30,18 +30,14 @@ data.corpus.records_per_domain are set per K.
 """
 
 import argparse
-import json
 import math
-import shlex
 import shutil
-import sys
 import tempfile
 import time
-from datetime import datetime, timezone
 from itertools import pairwise
 from pathlib import Path
 
-from machine import machine
+from machine import provenance, write_report
 from rich.console import Console
 from rich.table import Table
 from utility import corpus
@@ -237,10 +233,7 @@ def main() -> None:
                 f"+ rest {r['forget_rest_s']:.1f}"
             )
     report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", *sys.argv]),
-        "machine": machine(),
-        "config_file": str(args.config or "configs/default.yaml"),
+        **provenance(args.config),
         "overrides": [*FIXED, *args.overrides],
         "quick": args.quick,
         "total": args.total,
@@ -250,9 +243,7 @@ def main() -> None:
         "crossover": crossover(results),
     }
     md = markdown(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(md + "\n")
+    write_report(report, md, args.out)
     png = args.plots / f"scaling{suffix}.png"
     plot(report, png)
     table = Table("K", "full retrain s", "forget s", "expert s", "router s", "rest s", "router / expert", "speedup")

@@ -14,19 +14,15 @@ printed), which shows they did the same work. --quick: 800 records per domain.
 """
 
 import argparse
-import json
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from machine import machine
+from machine import provenance, write_report
 from rich.console import Console
 
 from moe_unlearn.config import Config, load_config
@@ -187,10 +183,7 @@ def main() -> None:
     overhead = median["plain"] / median["lightning"] - 1
     e = cfg.model.expert
     report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", *sys.argv]),
-        "machine": machine(),
-        "config_file": str(args.config or "configs/default.yaml"),
+        **provenance(args.config),
         "overrides": overrides,
         "config": {
             "source": source,
@@ -210,9 +203,7 @@ def main() -> None:
         "max_weight_difference": difference,
     }
     md = markdown(report)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    out.with_suffix(".md").write_text(md + "\n")
+    write_report(report, md, out)
     plot(report, args.plots / f"train_overhead{suffix}.png")
     colour = "green" if report["met"] else "red"
     console.print(f"[{colour}]Lightning overhead {overhead:+.1%} (target at most {TARGET:.0%})[/]")

@@ -30,16 +30,13 @@ Markdown to --out and a PNG to --plots.
 import argparse
 import json
 import math
-import shlex
-import sys
 import tempfile
 import time
 from dataclasses import replace
-from datetime import datetime, timezone
 from pathlib import Path
 
 import torch
-from machine import machine
+from machine import provenance, write_report
 from rich.console import Console
 from torch import nn
 
@@ -353,10 +350,7 @@ def main() -> None:
             rows += bench_method(method, cfg, args, Path(tmp), console)
     e = cfg.model.expert
     report = {
-        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": shlex.join(["python", *sys.argv]),
-        "machine": machine(),
-        "config_file": str(args.config or "configs/default.yaml"),
+        **provenance(args.config),
         "overrides": args.overrides,
         "config": {
             "domains": len(args.train),
@@ -377,9 +371,7 @@ def main() -> None:
         "targets": targets(rows, cfg.model.router.top_k),
     }
     md = markdown(report)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    args.out.with_suffix(".md").write_text(md + "\n")
+    write_report(report, md, args.out)
     plot(report, args.plots / f"utility{suffix}.png")
     for t in report["targets"]:
         colour = "green" if t["met"] else "red"
