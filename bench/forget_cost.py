@@ -56,7 +56,6 @@ import argparse
 import shutil
 import tempfile
 import time
-from dataclasses import replace
 from pathlib import Path
 from statistics import mean
 
@@ -372,8 +371,7 @@ def main() -> None:
     cfg = load_config(args.config, overrides)
     configure_torch(cfg)
     c = cfg.data.corpus
-    train, _ = corpus(cfg)
-    _, test = corpus(replace(cfg, data=replace(cfg.data, corpus=replace(c, canaries=0))))  # no canary copies
+    train, test = corpus(args.config, overrides)  # test: no held-out copy of a trained-on text (canary)
     source = args.source or next(iter(train))
     if source not in train:
         parser.error(f"unknown source {source!r}; the corpus has {', '.join(train)}")

@@ -15,10 +15,10 @@ prefix length).
 
     .venv/bin/python bench/router_stability.py --k 16
     .venv/bin/python bench/router_stability.py --quick --prefixes 8 16 32   # K = 8, 1,000 records a domain
+    .venv/bin/python bench/router_stability.py --data data/dictd --out bench/results/router_stability_dictd.json
 """
 
 import argparse
-import json
 import subprocess
 import sys
 import tempfile
@@ -27,10 +27,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from statistics import mean
 
-from machine import machine
+from machine import machine, write_report
 
 from moe_unlearn import Run
 from moe_unlearn.config import Config, load_config
+from moe_unlearn.data.dictd import DICTIONARIES
 from moe_unlearn.models.router import Router
 from moe_unlearn.training.evaluate import PREFIX_LENGTHS, router_accuracy
 from moe_unlearn.training.pipeline import plan
@@ -45,6 +46,7 @@ VARIANTS = {  # name -> overrides on top of the config
 OURS = "replay + EWC (ours)"
 TARGET_POINTS = 1.0  # ours may lose at most this much on earlier domains, on average
 QUICK = ["data.corpus.records_per_domain=1000"]
+DEFAULT_CONFIG = Path("configs/default.yaml")
 
 
 def measure(cfg: Config, weights: dict, heldout: dict[str, list], prefixes: list[int]) -> dict:
@@ -123,8 +125,9 @@ def markdown(report: dict) -> str:
         f"torch {m['torch']}, {m['threads']} threads",
         f"- Date: {report['date']}, commit {report['commit']}; wall time {report['wall_s']:.0f} s",
         f"- Command: `{report['command']}`",
-        f"- Config: {c['file']} {' '.join(c['overrides'])}; K = {len(report['experts'])} domains of "
-        f"{c['records_per_domain']} records, {c['eval_records']} held-out records scored per domain; router stages: "
+        f"- Config: {c['file']} {' '.join(c['overrides'])}; K = {len(report['experts'])} domains "
+        f"({c.get('corpus', 'built-in')}: {c['records_per_domain'] or 'all'} records each), "
+        f"{c['eval_records']} held-out records scored per domain; router stages: "
         f"{r['max_epochs']} epochs on {r['prefix_bytes']}-byte prefixes, {r['stage_records']} own records + "
         f"{r['replay_records']} replayed, EWC lambda {r['ewc_lambda']}",
         "",
@@ -230,26 +233,36 @@ def plot(report: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=None, help="experts (built-in domains); default 16, 8 with --quick")
-    parser.add_argument("--config", type=Path, default=Path("configs/default.yaml"))
+    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--quick", action="store_true", help="K = 8 and 1,000 records per domain")
     parser.add_argument("--prefixes", type=int, nargs="+", default=list(PREFIX_LENGTHS), help="prefix lengths in bytes")
-    parser.add_argument("--out", type=Path, default=Path("bench/results/router_stability.json"))
+    parser.add_argument(
+        "--out", type=Path, help="JSON (and .md) path; default bench/results/router_stability[-dictd][-quick].json"
+    )
     parser.add_argument("--plots", type=Path, default=Path("docs/img"), help="folder for router_stability_k<K>.png")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="the --out folder of `data prepare dictd`: its five dictionaries in order (K = 5, "
+        "configs/experiment/dictd.yaml) instead of built-in domains",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides (key=value), for every variant")
     args = parser.parse_args()
     k = args.k or (8 if args.quick else 16)
-    overrides = [
-        f"data.corpus.domains={k}",
-        "trainer.progress_bar=false",
-        *(QUICK if args.quick else []),
-        *args.overrides,
-    ]
+    if args.data:
+        args.config = Path("configs/experiment/dictd.yaml") if args.config == DEFAULT_CONFIG else args.config
+    suffix = ("-dictd" if args.data else "") + ("-quick" if args.quick else "")
+    args.out = args.out or Path(f"bench/results/router_stability{suffix}.json")
+    builtin = [] if args.data else [f"data.corpus.domains={k}", *(QUICK if args.quick else [])]
+    overrides = [*builtin, "trainer.progress_bar=false", *args.overrides]
 
     started = time.perf_counter()
     report = {"variants": {}, "prefixes": args.prefixes}
     with tempfile.TemporaryDirectory() as work:
         run = Run(Path(work) / "run")
         run.init(args.config, overrides)
+        for source in DICTIONARIES if args.data else ():
+            run.ingest(source, [args.data / f"{source}.jsonl"])
         registry = run._open(None)
         experts, source_map = registry.experts(), registry.source_map()
         for name, extra in VARIANTS.items():
@@ -271,19 +284,18 @@ def main() -> None:
         "config": {
             "file": str(args.config),
             "overrides": overrides,
-            "records_per_domain": cfg.data.corpus.records_per_domain,
+            "corpus": f"dictd ({args.data})" if args.data else "built-in",
+            "records_per_domain": None if args.data else cfg.data.corpus.records_per_domain,
             "eval_records": cfg.data.eval_records,
             "router": {f: getattr(cfg.train.router, f) for f in cfg.train.router.__dataclass_fields__},
         },
         "wall_s": time.perf_counter() - started,
     }
+    md = markdown(report) + "\n\n" + "\n".join(f"- {line}" for line in verdict(report))
     print()
-    print(markdown(report))
-    print()
-    print("\n".join(verdict(report)))
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    path = args.plots / f"router_stability_k{len(experts)}.png"
+    print(md)
+    write_report(report, md, args.out)
+    path = args.plots / ("router_stability_dictd.png" if args.data else f"router_stability_k{len(experts)}.png")
     plot(report, path)
     print(f"\nwrote {args.out} and {path}")
 

@@ -43,7 +43,6 @@ from rich.table import Table
 from utility import corpus
 
 from moe_unlearn import Run
-from moe_unlearn.config import load_config
 from moe_unlearn.storage.versions import read_current, read_manifest, version_dir
 
 QUICK_TOTAL = 800
@@ -78,7 +77,7 @@ def bench_k(k: int, args, work: Path, console: Console) -> dict:
     manifest, train_wall = timed(run.train, args.config, overrides)
     full_expert, full_router = seconds_by_kind(manifest, list(manifest["files"]))
     source = manifest["experts"][min(args.stage, k - 1)]  # one source per expert
-    train, _ = corpus(load_config(args.config, overrides))
+    train, _ = corpus(args.config, overrides)
     ids = [r.id for r in train[source]][: args.records]
     console.print(f"[bold]K = {k}[/]: forgetting {len(ids)} records of {source}")
     certificate, forget = timed(run.forget, records=ids)

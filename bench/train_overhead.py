@@ -7,7 +7,8 @@ warm-up and cosine schedule (`make_optimizer`), gradient clipping and thread cou
 `--reps` times each, the first of each pair swapping; both are warmed up first, untimed. Bytes/s counts
 the batches' bytes (no padding) over the whole call, set-up included; the overhead is the plain loop's
 median bytes/s over Lightning's, minus 1. Both runs end on the same weights (the largest difference is
-printed), which shows they did the same work. --quick: 800 records per domain.
+printed), which shows they did the same work. --quick: 800 records per domain (dictd: 300 steps). With --data,
+the first dictd dictionary (jargon) with configs/experiment/dictd.yaml.
 
     .venv/bin/python bench/train_overhead.py            # default config, 3 reps: ~6 min on 2 cores
     .venv/bin/python bench/train_overhead.py --quick    # ~2.5 min on 2 cores
@@ -28,7 +29,9 @@ from rich.console import Console
 from moe_unlearn.config import Config, load_config
 from moe_unlearn.data.corpus import generate_corpus
 from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset
+from moe_unlearn.data.dictd import DICTIONARIES
 from moe_unlearn.data.examples import IGNORE
+from moe_unlearn.data.ingest import read_records
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import seed_for, split
 from moe_unlearn.errors import UserError
@@ -38,6 +41,7 @@ from moe_unlearn.training.modules import build_optimizer
 from moe_unlearn.training.trainer import configure_torch, on_cpu, train_expert
 
 QUICK = ["data.corpus.records_per_domain=800"]
+QUICK_DICTD = ["train.expert.max_steps=300"]
 TARGET = 0.05  # the issue's largest acceptable overhead
 
 Tensors = dict[str, torch.Tensor]
@@ -141,14 +145,22 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="timed runs of each, interleaved")
     parser.add_argument("--out", type=Path, help="JSON (and .md); default bench/results/train_overhead[-quick].json")
     parser.add_argument("--plots", type=Path, default=Path("docs/img"), help="folder for train_overhead[-quick].png")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="the --out folder of `data prepare dictd`: train on its first dictionary "
+        "(jargon) with configs/experiment/dictd.yaml instead of the first built-in domain",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.expert.d_model=256")
     args = parser.parse_args()
     if args.reps < 1:
         parser.error("--reps must be at least 1")
     console = Console(stderr=True)
-    suffix = "-quick" if args.quick else ""
+    if args.data:
+        args.config = args.config or Path("configs/experiment/dictd.yaml")
+    suffix = ("-dictd" if args.data else "") + ("-quick" if args.quick else "")
     out = args.out or Path(f"bench/results/train_overhead{suffix}.json")
-    overrides = [*(QUICK if args.quick else []), *args.overrides]
+    overrides = [*((QUICK_DICTD if args.data else QUICK) if args.quick else []), *args.overrides]
     cfg = load_config(args.config, overrides)
     if multi_process(cfg):
         raise UserError("train_overhead compares single-process training: set trainer.devices=1 trainer.num_nodes=1")
@@ -156,8 +168,12 @@ def main() -> None:
         raise UserError(f"train_overhead supports precision 32-true and bf16-mixed, not {cfg.trainer.precision}")
     configure_torch(cfg)
     c = cfg.data.corpus
-    every = generate_corpus(1, c.records_per_domain, c.seed)  # the first domain
-    source = every[0].source
+    if args.data:
+        source = DICTIONARIES[0]
+        every = list(read_records(args.data / f"{source}.jsonl", source))
+    else:
+        every = generate_corpus(1, c.records_per_domain, c.seed)  # the first domain
+        source = every[0].source
     records, _ = split(every, cfg.seed, cfg.data.heldout_fraction)
 
     runs, last = {"lightning": [], "plain": []}, {}

@@ -1,7 +1,7 @@
 """Benchmark: held-out bits per byte of the composed model against dense and SISA baselines (not a test).
 
-On the built-in corpus, with the held-out records the project holds out (the first `data.eval_records` of
-each source by id), it trains and scores:
+On the built-in corpus (or with --data the dictd corpus of `data prepare dictd`), with the held-out records
+the project holds out (`plan`'s: the first `data.eval_records` of each source by id), it trains and scores:
 
 - ours: the composed model as `Run(dir).train` builds it, scored with the router's top-1 and top-2;
 - dense-matched: one ByteTransformer with about as many parameters as all experts and the router;
@@ -25,6 +25,7 @@ Markdown to --out and a PNG to --plots.
     .venv/bin/python bench/utility.py                 # default config, lr grid: ~1.5 h on 2 cores
     .venv/bin/python bench/utility.py --lrs 2e-3      # default config, one lr: ~25 min
     .venv/bin/python bench/utility.py --quick         # ~10 min
+    .venv/bin/python bench/utility.py --quick --data data/dictd   # dictd, 500 steps an expert
 """
 
 import argparse
@@ -42,16 +43,20 @@ from torch import nn
 
 from moe_unlearn import Run
 from moe_unlearn.config import Config, ExpertModelConfig, OptimConfig, load_config
-from moe_unlearn.data.corpus import generate_corpus
 from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset
+from moe_unlearn.data.dictd import DICTIONARIES as DICTD
 from moe_unlearn.data.records import Record
-from moe_unlearn.data.splits import seed_for, split, unit_hash
+from moe_unlearn.data.splits import seed_for, unit_hash
 from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.router import Router
+from moe_unlearn.storage.registry import Registry
 from moe_unlearn.training.evaluate import bits_per_byte
+from moe_unlearn.training.pipeline import plan
 from moe_unlearn.training.trainer import configure_torch, train_expert
+from moe_unlearn.unlearning.scrub import REGISTRY_FILE
 
 QUICK = ["data.corpus.records_per_domain=800"]
+QUICK_DICTD = ["train.expert.max_steps=500"]  # dictd experts train a step budget, not epochs
 GRID = [1e-3, 2e-3, 4e-3]
 METHODS = ("ours", "dense-matched", "dense-expert", "sisa")
 Sources = dict[str, list[Record]]
@@ -70,16 +75,21 @@ class Ensemble(nn.Module):
         return torch.logsumexp(log_p, dim=0) - math.log(len(self.models)), None
 
 
-def corpus(cfg: Config) -> tuple[Sources, Sources]:
-    """(training records, held-out test records) per source, split as `plan` splits them."""
-    c = cfg.data.corpus
-    records = generate_corpus(c.domains, c.records_per_domain, c.seed, c.canaries, c.canary_repeats)
-    train, test = {}, {}
-    for source in dict.fromkeys(r.source for r in records):  # the registry's order of sources (and experts)
-        own = sorted((r for r in records if r.source == source), key=lambda r: r.id)  # and of records
-        train[source], held = split(own, cfg.seed, cfg.data.heldout_fraction)
-        test[source] = held[: cfg.data.eval_records]
-    return train, test
+def corpus(config: Path | None, overrides: list[str], data: Path | None = None) -> tuple[Sources, Sources]:
+    """(training records, held-out test records) per source, exactly as `plan` splits them (held-out copies
+    of trained-on texts, such as canaries, left out): the built-in corpus, or the dictd JSONL files in
+    `data` ingested one source each."""
+    with tempfile.TemporaryDirectory(prefix="moe-unlearn-corpus-") as tmp:
+        run = Run(Path(tmp), console=Console(stderr=True, quiet=True))
+        run.init(config, overrides)
+        for source in DICTD if data else ():
+            run.ingest(source, [data / f"{source}.jsonl"])
+        jobs, heldout = plan(Registry(run.run_dir / REGISTRY_FILE), load_config(config, overrides))
+    train: Sources = {}
+    for job in jobs:
+        for r in job.records if job.kind == "expert" else ():
+            train.setdefault(r.source, []).append(r)
+    return {s: train[s] for s in heldout}, heldout  # in the registry's order of sources
 
 
 def carve(train: Sources, seed: int, fraction: float) -> tuple[Sources, Sources]:
@@ -173,7 +183,7 @@ def train(method: str, cfg: Config, lr: float, records: Sources, builtin: bool, 
         return Ensemble(models).eval(), time.perf_counter() - started, None
     run = Run(folder / "run", console=console)
     overrides = [*args.overrides, f"train.expert.lr={lr}"]
-    if not builtin:  # a share of the training records (the grid's fit split): a store of exactly those
+    if not builtin:  # the grid's fit split or the dictd corpus: a store of exactly these records
         overrides.append("data.builtin=false")
         run.init(args.config, overrides)
         mapping = {s: spec.name for spec in cfg.experts for s in spec.sources}
@@ -206,7 +216,7 @@ def bench_method(method: str, cfg: Config, args, work: Path, console: Console) -
             console.print(f"  validation mixture {grid[lr]:.4f} bits/byte")
     lr = min(grid, key=grid.get) if grid else (args.lrs or [cfg.train.expert.lr])[0]
     console.print(f"[bold]{method}[/], lr {lr:g}: training on all training records")
-    model, seconds, project = train(method, cfg, lr, args.train, True, work, args, console)
+    model, seconds, project = train(method, cfg, lr, args.train, not args.data, work, args, console)
     calls = jobs(method, cfg, lr, args.train)
     row = {
         "method": method,
@@ -228,7 +238,7 @@ def bench_method(method: str, cfg: Config, args, work: Path, console: Console) -
         model.top_k = k
         rows.append({"model": f"ours top-{k}", **row, "top_k": k, **score(model, args.test)})
         console.print(f"  {rows[-1]['model']}: held-out mixture {rows[-1]['mixture_bpb']:.4f} bits/byte")
-        if k == cfg.model.router.top_k:  # `train` scored the same records itself: a check on the split
+        if project and k == cfg.model.router.top_k:  # `train` scored the same records itself: a check on the split
             off = max(abs(rows[-1]["heldout_bpb"][s] - project[s]) for s in project)
             colour = "green" if off < 1e-3 else "red"
             console.print(f"  [{colour}]largest difference from the project's own evaluation: {off:.5f}[/]")
@@ -272,7 +282,8 @@ def markdown(report: dict) -> str:
         f"- Machine: {m['cpu']}, {m['cores']} cores, {gpu}; torch {m['torch']}, {m['threads']} threads",
         f"- Date: {report['date']}",
         f"- Config: {report['config_file']} + `{' '.join(report['overrides']) or '(no overrides)'}`: "
-        f"{c['domains']} domains x {c['records_per_domain']} records, {c['test_records']} held-out test records, "
+        f"{c['corpus']} corpus, {c['domains']} sources, {c['train_records']:,} training records, "
+        f"{c['test_records']} held-out test records, "
         f"expert n_layer {c['n_layer']} d_model {c['d_model']} block {c['block_size']}, max_epochs {c['max_epochs']}, "
         f"max_steps {c['max_steps']}, batch {c['batch_size']}; {lr_note}",
         f"- Command: `{report['command']}`",
@@ -333,16 +344,25 @@ def main() -> None:
     parser.add_argument("--val-fraction", type=float, default=0.1, help="validation share for choosing the lr")
     parser.add_argument("--out", type=Path, help="JSON (and .md) path; default bench/results/utility[-quick].json")
     parser.add_argument("--plots", type=Path, default=Path("docs/img"), help="folder for utility[-quick].png")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="the --out folder of `data prepare dictd`: the dictd corpus (--config defaults "
+        "to configs/experiment/dictd.yaml) instead of the built-in one",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.corpus.domains=8")
     args = parser.parse_args()
     console = Console(stderr=True)
-    suffix = "-quick" if args.quick else ""
+    if args.data:
+        args.config = args.config or Path("configs/experiment/dictd.yaml")
+    suffix = ("-dictd" if args.data else "") + ("-quick" if args.quick else "")
     args.out = args.out or Path(f"bench/results/utility{suffix}.json")
-    args.overrides = ["trainer.progress_bar=false", *(QUICK if args.quick else []), *args.overrides]
+    quick = (QUICK_DICTD if args.data else QUICK) if args.quick else []
+    args.overrides = ["trainer.progress_bar=false", *quick, *args.overrides]
     args.lrs = args.lrs if args.lrs is not None else ([] if args.quick else GRID)
     cfg = load_config(args.config, args.overrides)
     configure_torch(cfg)
-    args.train, args.test = corpus(cfg)
+    args.train, args.test = corpus(args.config, args.overrides, args.data)
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="moe-unlearn-utility-") as tmp:
@@ -354,7 +374,8 @@ def main() -> None:
         "overrides": args.overrides,
         "config": {
             "domains": len(args.train),
-            "records_per_domain": cfg.data.corpus.records_per_domain,
+            "corpus": f"dictd ({args.data})" if args.data else "built-in",
+            "train_records": sum(len(r) for r in args.train.values()),
             "test_records": sum(len(r) for r in args.test.values()),
             "n_layer": e.n_layer,
             "d_model": e.d_model,
