@@ -19,10 +19,9 @@ from pathlib import Path
 from rich.console import Console
 
 from moe_unlearn import Run
+from moe_unlearn.data.dictd import DICTIONARIES
 from moe_unlearn.data.splits import is_heldout
 from moe_unlearn.unlearning.job import served_config
-
-SOURCES = ("jargon", "foldoc", "devil", "vera", "gcide")
 
 
 def timed(fn, *args, **kwargs):
@@ -61,7 +60,7 @@ def main() -> None:
     if not run.exists():
         run.init(args.config, overrides)
         results["ingest_seconds"] = {}
-        for source in SOURCES:
+        for source in DICTIONARIES:
             added, seconds = timed(run.ingest, source, [args.data / f"{source}.jsonl"])
             results["ingest_seconds"][source] = seconds
             console.print(f"{source}: {added['records_added']:,} records in {seconds} s")

@@ -122,9 +122,14 @@ def matched_shape(expert: ExpertModelConfig, target: int) -> ExpertModelConfig:
     return min(shapes, key=lambda s: abs(expert_params(s) - target))
 
 
+def expert_map(cfg: Config) -> dict[str, str]:
+    """source -> expert from the config's `experts`; a source not named there has an expert of its own name."""
+    return {s: spec.name for spec in cfg.experts for s in spec.sources}
+
+
 def experts_of(cfg: Config, train: Sources) -> Sources:
     """Training records per expert (the config's source -> expert map; by default one expert per source)."""
-    mapping = {s: spec.name for spec in cfg.experts for s in spec.sources}
+    mapping = expert_map(cfg)
     out: Sources = {}
     for source, records in train.items():
         out.setdefault(mapping.get(source, source), []).extend(records)
@@ -186,7 +191,7 @@ def train(method: str, cfg: Config, lr: float, records: Sources, builtin: bool, 
     if not builtin:  # the grid's fit split or the dictd corpus: a store of exactly these records
         overrides.append("data.builtin=false")
         run.init(args.config, overrides)
-        mapping = {s: spec.name for spec in cfg.experts for s in spec.sources}
+        mapping = expert_map(cfg)
         for source, recs in records.items():
             path = folder / f"{source}.jsonl"
             path.write_text("".join(json.dumps({"id": r.id, "text": r.text}) + "\n" for r in recs))
@@ -247,7 +252,7 @@ def bench_method(method: str, cfg: Config, args, work: Path, console: Console) -
             colour = "green" if off < 1e-3 else "red"
             console.print(f"  [{colour}]largest difference from the project's own evaluation: {off:.5f}[/]")
     # Diagnostic, not a model one can deploy: each source scored by its own expert (routing told the source).
-    mapping = {s: spec.name for spec in cfg.experts for s in spec.sources}
+    mapping = expert_map(cfg)
     own = {s: Ensemble([model.experts[model.names.index(mapping.get(s, s))]]).eval() for s in args.test}
     per = {s: bits_per_byte(own[s], records) for s, records in args.test.items()}
     rows.append({"model": "ours, own expert (no router)", **row, "top_k": None, **pooled(per, args.test)})
