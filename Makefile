@@ -58,6 +58,8 @@ bench: install
 	$(if $(DICTD),$(PY) bench/utility.py $(QUICK) --data $(DICTD))
 	$(if $(DICTD),$(PY) bench/train_overhead.py $(QUICK) --data $(DICTD))
 	$(if $(DICTD),$(PY) bench/router_stability.py $(QUICK) --data $(DICTD))
+	$(if $(DICTD),$(PY) bench/forget_cost.py $(QUICK) --data $(DICTD))
+	$(if $(DICTD),$(PY) bench/scaling.py $(QUICK) --data $(DICTD))
 	$(PY) bench/tables.py
 
 # The trained model over HTTP on 127.0.0.1:8000 (admin routes: set MOE_UNLEARN_ADMIN_TOKEN); see README "Serving".

@@ -42,6 +42,12 @@ distribution: exposure is the measure to read.
     .venv/bin/python bench/forget_cost.py            # default config, K = 4: ~1.3 h on 2 cores (estimate)
     .venv/bin/python bench/forget_cost.py --quick    # 250 records a domain, d_model 64: ~5 min (estimate)
     .venv/bin/python bench/forget_cost.py --source code data.corpus.domains=8   # another source, K = 8
+    .venv/bin/python bench/forget_cost.py --quick --data data/dictd   # dictd, 500 steps an expert
+
+With --data (the --out folder of `moe-unlearn data prepare dictd`) the corpus is Debian's five dictd
+dictionaries (configs/experiment/dictd.yaml unless --config), one expert each; real text carries no
+canaries, so the forget set is the source's first 10 trained-on records and the audit columns rest on
+them against held-out entries of the same dictionary (membership AUC only: no exposure, no extraction).
 
 Time estimates, not measurements (2 idle cores, AMD EPYC AVX2; from docs/BENCHMARKS.md's ~84 s per default
 expert, ~5 s per router stage and ~2 s per canary ranking among 4,096 candidates in the audit benchmark;
@@ -61,7 +67,7 @@ from statistics import mean
 
 from machine import provenance, write_report
 from rich.console import Console
-from utility import Ensemble, corpus, expert_params, jobs, params, score
+from utility import DICTD, Ensemble, corpus, expert_params, jobs, params, score
 
 from moe_unlearn import Run
 from moe_unlearn.audit.collect import ATTACKS, AuditSettings, audit_data, measure
@@ -77,6 +83,7 @@ from moe_unlearn.unlearning.job import served_config
 
 DEFAULTS = ["data.corpus.canaries=1", "data.corpus.canary_repeats=10"]
 QUICK = ["data.corpus.records_per_domain=250", "model.expert.d_model=64", "data.eval_records=30"]
+QUICK_DICTD = ["train.expert.max_steps=500", "model.expert.d_model=64", "data.eval_records=30"]  # steps, not epochs
 # --quick audits with fewer candidates and comparison sets than `forget --audit` (AuditSettings()).
 QUICK_AUDIT = AuditSettings(candidates=1024, min_heldout=50, retained=50, min_never_inserted=32, router_prefixes=20)
 APPROXIMATE = ("gradient-ascent", "nabla-tau")
@@ -206,6 +213,13 @@ def side(numbers: dict, when: str) -> dict:
     return out
 
 
+def sources(c: dict) -> str:
+    """The report's corpus in words: "4 domains x 250 records" or "dictd (data/dictd), 5 sources"."""
+    if c.get("records_per_domain") is None:
+        return f"{c['corpus']}, {c['domains']} sources"
+    return f"{c['domains']} domains x {c['records_per_domain']} records"
+
+
 def fmt(x: float | None, spec: str = ".3f") -> str:
     return "-" if x is None else format(x, spec)
 
@@ -220,16 +234,21 @@ def markdown(report: dict) -> str:
     lines = [
         f"- Machine: {m['cpu']}, {m['cores']} cores, {gpu}; torch {m['torch']}, {m['threads']} threads",
         f"- Date: {report['date']}",
-        f"- Config: {report['config_file']} + `{' '.join(report['overrides'])}`: {c['domains']} domains x "
-        f"{c['records_per_domain']} records, experts n_layer {c['n_layer']} d_model {c['d_model']}, max_epochs "
-        f"{c['max_epochs']} ({c['ours_params']:,} parameters with the router); dense {c['dense_shape']} "
+        f"- Config: {report['config_file']} + `{' '.join(report['overrides'])}`: {sources(c)}, experts n_layer "
+        f"{c['n_layer']} d_model {c['d_model']}, max_epochs {c['max_epochs']}, max_steps {c.get('max_steps', -1)} "
+        f"({c['ours_params']:,} parameters with the router); dense {c['dense_shape']} "
         f"({c['dense_params']:,} parameters)",
         f"- Command: `{report['command']}`",
         f"- Forget set: {f['records']} records of {src} ({f['trained_on']} trained on): "
         + (f"every copy of canary {', '.join(f['canaries'])}" if f["canaries"] else "no canaries")
         + f". Drop: source {src}. Held-out test records: {f['test_records']} ({f['test_records_after_drop']} "
-        f"after the drop). Audit: {a['candidates']:,} candidates per canary, at least {a['min_never_inserted']} "
-        f"never-inserted canaries and {a['min_heldout']} held-out records.",
+        f"after the drop). Audit: "
+        + (
+            f"{a['candidates']:,} candidates per canary, at least {a['min_never_inserted']} never-inserted canaries "
+            f"and {a['min_heldout']} held-out records."
+            if f["canaries"]
+            else f"membership only (no canary in the forget set), against at least {a['min_heldout']} held-out records."
+        ),
         "",
         f"**Forget {f['records']} records**",
         "",
@@ -315,20 +334,22 @@ def plot(report: dict, path: Path) -> None:
     points.set_title("Cost and quality after the forget")
     points.legend(fontsize="small")
     c = report["config"]
-    figure.suptitle(
-        f"Forgetting cost: {c['domains']} sources x {c['records_per_domain']} records ({report['date'][:10]})"
-    )
+    figure.suptitle(f"Forgetting cost: {sources(c)} ({report['date'][:10]})")
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=120)
 
 
 def ours(args, overrides: list[str], source: str, ids: list[str], work: Path, console: Console) -> dict:
-    """Train our model, then forget `ids` by each method and drop `source`, each on a copy of the trained
-    run directory: {"full": training seconds per file, "models": {name: model}, "forget": {method: row},
-    "drop": row}."""
-    pristine = work / "pristine"
+    """Train our model (on the dictd files of `args.data` if given), then forget `ids` by each method and
+    drop `source`, each on a copy of the trained run directory: {"full": training seconds per file,
+    "models": {name: model}, "forget": {method: row}, "drop": row}."""
+    pristine = Run(work / "pristine", console=console)
+    pristine.init(args.config, overrides)
+    for name in DICTD if args.data else ():
+        pristine.ingest(name, [args.data / f"{name}.jsonl"])
     console.print("[bold]ours[/]: training")
-    manifest = Run(pristine, console=console).train(args.config, overrides)
+    manifest = pristine.train(args.config, overrides)
+    pristine = pristine.run_dir
     out = {"full": {p: e["train_seconds"] for p, e in manifest["files"].items()}, "forget": {}}
     out["models"] = {"before": Run(pristine, console=console).load()[0]}
     for method in ("exact", *APPROXIMATE):
@@ -361,22 +382,34 @@ def main() -> None:
     parser.add_argument("--source", help="source to forget from and drop (default: the first, the worst case)")
     parser.add_argument("--out", type=Path, help="JSON (and .md) path; default bench/results/forget_cost[-quick].json")
     parser.add_argument("--plots", type=Path, default=Path("docs/img"), help="folder for forget_cost[-quick].png")
-    parser.add_argument("overrides", nargs="*", help=f"config overrides, after {' '.join(DEFAULTS)}")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="the --out folder of `data prepare dictd`: the dictd corpus (--config defaults "
+        "to configs/experiment/dictd.yaml) instead of the built-in one",
+    )
+    parser.add_argument("overrides", nargs="*", help=f"config overrides, after {' '.join(DEFAULTS)} (built-in)")
     args = parser.parse_args()
     console = Console(stderr=True)
-    suffix = "-quick" if args.quick else ""
+    if args.data:
+        args.config = args.config or Path("configs/experiment/dictd.yaml")
+    suffix = ("-dictd" if args.data else "") + ("-quick" if args.quick else "")
     args.out = args.out or Path(f"bench/results/forget_cost{suffix}.json")
-    overrides = ["trainer.progress_bar=false", *DEFAULTS, *(QUICK if args.quick else []), *args.overrides]
+    quick = (QUICK_DICTD if args.data else QUICK) if args.quick else []
+    overrides = ["trainer.progress_bar=false", *([] if args.data else DEFAULTS), *quick, *args.overrides]
     settings = QUICK_AUDIT if args.quick else AuditSettings()
     cfg = load_config(args.config, overrides)
     configure_torch(cfg)
     c = cfg.data.corpus
-    train, test = corpus(args.config, overrides)  # test: no held-out copy of a trained-on text (canary)
+    train, test = corpus(args.config, overrides, args.data)  # test: no held-out copy of a trained-on text
     source = args.source or next(iter(train))
     if source not in train:
         parser.error(f"unknown source {source!r}; the corpus has {', '.join(train)}")
     ids, canaries = forget_set(cfg, train, source, args.records)
-    every = generate_corpus(c.domains, c.records_per_domain, c.seed, c.canaries, c.canary_repeats)
+    if args.data:  # every record the audit may draw on: the held-out copies of trained-on texts aside
+        every = [r for split in (train, test) for records in split.values() for r in records]
+    else:
+        every = generate_corpus(c.domains, c.records_per_domain, c.seed, c.canaries, c.canary_repeats)
     forgotten = [r for r in every if r.id in set(ids)]
     trained_on = [i for i in ids if not is_heldout(i, cfg.seed, cfg.data.heldout_fraction)]
     drop_train = {s: records for s, records in train.items() if s != source}
@@ -426,8 +459,10 @@ def main() -> None:
         "overrides": overrides,
         "quick": args.quick,
         "config": {
+            "corpus": f"dictd ({args.data})" if args.data else "built-in",
             "domains": len(train),
-            "records_per_domain": c.records_per_domain,
+            "records_per_domain": None if args.data else c.records_per_domain,
+            "max_steps": cfg.train.expert.max_steps,
             "n_layer": e.n_layer,
             "d_model": e.d_model,
             "max_epochs": cfg.train.expert.max_epochs,

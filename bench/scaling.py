@@ -20,6 +20,12 @@ of where the two cross), or says it does not within the range; writes JSON and a
     .venv/bin/python bench/scaling.py                        # K = 2 4 8 16, 8,000 records: ~35 min (estimate)
     .venv/bin/python bench/scaling.py --quick                # 800 records: ~5 min (estimate)
     .venv/bin/python bench/scaling.py --k 4 8 16 32 --total 16000   # K <= 16 built-in domains
+    .venv/bin/python bench/scaling.py --quick --data data/dictd      # dictd: K = 2 3 4 5 dictionaries
+
+With --data (the --out folder of `moe-unlearn data prepare dictd`) the K domains are the first K of Debian's
+five dictd dictionaries (so K <= 5), each contributing a seeded random sample of --total // K of its
+entries (2,500 in all by default: devil's 999 entries cap a share), trained by the default config's epochs
+like the built-in domains (not dictd.yaml's fixed step budget, which would not hold the total data fixed).
 
 Time estimates (2 idle cores, AMD EPYC AVX2), from docs/BENCHMARKS.md's figures (~84 s for an expert on
 1,800 records, ~5 s for a router stage on 3,000) and the per-fit overheads seen in the smoke test (which
@@ -30,6 +36,7 @@ data.corpus.records_per_domain are set per K.
 """
 
 import argparse
+import json
 import math
 import shutil
 import tempfile
@@ -40,12 +47,17 @@ from pathlib import Path
 from machine import provenance, write_report
 from rich.console import Console
 from rich.table import Table
-from utility import corpus
+from utility import DICTD, corpus
 
 from moe_unlearn import Run
+from moe_unlearn.config import load_config
+from moe_unlearn.data.ingest import read_records
+from moe_unlearn.data.splits import is_heldout, unit_hash
 from moe_unlearn.storage.versions import read_current, read_manifest, version_dir
 
 QUICK_TOTAL = 800
+DEFAULT_K = [2, 4, 8, 16]
+DICTD_TOTAL = 2500  # devil, the third dictionary, has 999 entries: K = 3 takes 833 of each
 # Reporting only (not timed): the held-out evaluation `train` runs after training, kept small.
 FIXED = ["trainer.progress_bar=false", "data.eval_records=10"]
 
@@ -64,21 +76,51 @@ def seconds_by_kind(manifest: dict, paths: list[str]) -> tuple[float, float]:
     return expert, router
 
 
+def dictd_sample(data: Path, k: int, total: int, seed: int, work: Path) -> dict[str, list]:
+    """The first k dictionaries' share of `total` entries each, a seeded random sample, written to JSONL
+    files in `work` for `ingest`: {source: records}."""
+    sample = {}
+    for name in DICTD[:k]:
+        entries = sorted(read_records(data / f"{name}.jsonl", name), key=lambda r: unit_hash(seed, "scaling", r.id))
+        sample[name] = entries[: total // k]
+        with (work / f"{name}.jsonl").open("w") as f:
+            f.writelines(json.dumps({"id": r.id, "text": r.text}) + "\n" for r in sample[name])
+    return sample
+
+
 def bench_k(k: int, args, work: Path, console: Console) -> dict:
-    overrides = [
-        *FIXED,
-        *args.overrides,
-        f"data.corpus.domains={k}",
-        f"data.corpus.records_per_domain={args.total // k}",
-    ]
+    if args.data:
+        overrides = [*FIXED, "data.builtin=false", *args.overrides]
+    else:
+        overrides = [
+            *FIXED,
+            *args.overrides,
+            f"data.corpus.domains={k}",
+            f"data.corpus.records_per_domain={args.total // k}",
+        ]
     run_dir = work / f"k{k}"
     run = Run(run_dir, console=console)
-    console.print(f"[bold]K = {k}[/]: training ({args.total // k:,} records per domain)")
+    per_domain = args.total // k
+    if args.data:
+        cfg = load_config(args.config, overrides)
+        folder = work / f"k{k}-data"
+        folder.mkdir()
+        sample = dictd_sample(args.data, k, args.total, cfg.seed, folder)
+        per_domain = min(len(records) for records in sample.values())
+        if per_domain < args.total // k:
+            console.print(f"[yellow]K = {k}: a dictionary has only {per_domain:,} entries: less than --total in all")
+        run.init(args.config, overrides)
+        for name in sample:
+            run.ingest(name, [folder / f"{name}.jsonl"])
+    console.print(f"[bold]K = {k}[/]: training ({per_domain:,} records per domain)")
     manifest, train_wall = timed(run.train, args.config, overrides)
     full_expert, full_router = seconds_by_kind(manifest, list(manifest["files"]))
     source = manifest["experts"][min(args.stage, k - 1)]  # one source per expert
-    train, _ = corpus(args.config, overrides)
-    ids = [r.id for r in train[source]][: args.records]
+    if args.data:
+        trained_on = [r for r in sample[source] if not is_heldout(r.id, cfg.seed, cfg.data.heldout_fraction)]
+    else:
+        trained_on = corpus(args.config, overrides)[0][source]
+    ids = [r.id for r in trained_on][: args.records]
     console.print(f"[bold]K = {k}[/]: forgetting {len(ids)} records of {source}")
     certificate, forget = timed(run.forget, records=ids)
     after = read_manifest(version_dir(run_dir, read_current(run_dir)))
@@ -87,7 +129,7 @@ def bench_k(k: int, args, work: Path, console: Console) -> dict:
     shutil.rmtree(run_dir)
     return {
         "k": k,
-        "records_per_domain": args.total // k,
+        "records_per_domain": per_domain,
         "source": source,
         "records_forgotten": len(ids),
         "full_retrain_s": round(full_expert + full_router, 2),
@@ -128,7 +170,8 @@ def markdown(report: dict) -> str:
         f"- Machine: {m['cpu']}, {m['cores']} cores, {gpu}; torch {m['torch']}, {m['threads']} threads",
         f"- Date: {report['date']}",
         f"- Config: {report['config_file']} + `{' '.join(report['overrides']) or '(no overrides)'}`; "
-        f"{report['total']:,} records in all, split over K domains; forget {report['records']} trained-on records "
+        f"{report.get('corpus', 'built-in corpus')}, {report['total']:,} records in all, split over K domains; "
+        f"forget {report['records']} trained-on records "
         f"of the source of router stage {report['stage']}",
         f"- Command: `{report['command']}`",
         "",
@@ -207,20 +250,30 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, help="merged on top of configs/default.yaml, as train.py does")
     parser.add_argument("--quick", action="store_true", help=f"--total {QUICK_TOTAL} unless --total is given")
-    parser.add_argument("--k", type=int, nargs="+", default=[2, 4, 8, 16], help="numbers of experts (<= 16)")
-    parser.add_argument("--total", type=int, help="records in all, split evenly over the K domains (default 8000)")
+    parser.add_argument("--k", type=int, nargs="+", default=DEFAULT_K, help="numbers of experts (<= 16)")
+    parser.add_argument(
+        "--total", type=int, help="records in all, split evenly over the K domains (default 8000; dictd 2500)"
+    )
     parser.add_argument("--records", type=int, default=10, help="trained-on records to forget")
     parser.add_argument("--stage", type=int, default=0, help="forget from the source of this router stage (0: worst)")
     parser.add_argument("--out", type=Path, help="JSON (and .md) path; default bench/results/scaling[-quick].json")
     parser.add_argument("--plots", type=Path, default=Path("docs/img"), help="folder for scaling[-quick].png")
+    parser.add_argument(
+        "--data",
+        type=Path,
+        help="the --out folder of `data prepare dictd`: the first K dictionaries as domains (K <= 5, default 2 3 4 5)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides for every K, e.g. model.expert.d_model=64")
     args = parser.parse_args()
     console = Console(stderr=True)
-    suffix = "-quick" if args.quick else ""
-    args.total = args.total or (QUICK_TOTAL if args.quick else 8000)
+    suffix = ("-dictd" if args.data else "") + ("-quick" if args.quick else "")
+    args.total = args.total or (QUICK_TOTAL if args.quick else DICTD_TOTAL if args.data else 8000)
     args.out = args.out or Path(f"bench/results/scaling{suffix}.json")
-    if max(args.k) > 16 or min(args.k) < 1:
-        parser.error("K must be 1..16 (the built-in domains)")
+    if args.data and args.k == DEFAULT_K:
+        args.k = [2, 3, 4, 5]
+    most = len(DICTD) if args.data else 16
+    if max(args.k) > most or min(args.k) < 1:
+        parser.error(f"K must be 1..{most} (the {'dictd dictionaries' if args.data else 'built-in domains'})")
     results = []
     with tempfile.TemporaryDirectory(prefix="moe-unlearn-scaling-") as tmp:
         for k in sorted(args.k):
@@ -233,7 +286,8 @@ def main() -> None:
             )
     report = {
         **provenance(args.config),
-        "overrides": [*FIXED, *args.overrides],
+        "overrides": [*FIXED, *(["data.builtin=false"] if args.data else []), *args.overrides],
+        "corpus": f"dictd corpus ({args.data}), the first K dictionaries" if args.data else "built-in corpus",
         "quick": args.quick,
         "total": args.total,
         "records": args.records,
