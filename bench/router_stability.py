@@ -235,7 +235,12 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=None, help="experts (built-in domains); default 16, 8 with --quick")
     parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--quick", action="store_true", help="K = 8 and 1,000 records per domain")
-    parser.add_argument("--prefixes", type=int, nargs="+", default=list(PREFIX_LENGTHS), help="prefix lengths in bytes")
+    parser.add_argument(
+        "--prefixes",
+        type=int,
+        nargs="+",
+        help=f"prefix lengths in bytes (default {' '.join(map(str, PREFIX_LENGTHS))}; without --quick also 8: harder)",
+    )
     parser.add_argument(
         "--out", type=Path, help="JSON (and .md) path; default bench/results/router_stability[-dictd][-quick].json"
     )
@@ -248,6 +253,7 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="config overrides (key=value), for every variant")
     args = parser.parse_args()
+    args.prefixes = args.prefixes or ([] if args.quick else [8]) + list(PREFIX_LENGTHS)
     k = args.k or (8 if args.quick else 16)
     if args.data:
         args.config = Path("configs/experiment/dictd.yaml") if args.config == DEFAULT_CONFIG else args.config
