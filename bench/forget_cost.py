@@ -343,13 +343,13 @@ def ours(args, overrides: list[str], source: str, ids: list[str], work: Path, co
     """Train our model (on the dictd files of `args.data` if given), then forget `ids` by each method and
     drop `source`, each on a copy of the trained run directory: {"full": training seconds per file,
     "models": {name: model}, "forget": {method: row}, "drop": row}."""
-    pristine = Run(work / "pristine", console=console)
-    pristine.init(args.config, overrides)
+    pristine = work / "pristine"
+    run = Run(pristine, console=console)
+    run.init(args.config, overrides)
     for name in DICTD if args.data else ():
-        pristine.ingest(name, [args.data / f"{name}.jsonl"])
+        run.ingest(name, [args.data / f"{name}.jsonl"])
     console.print("[bold]ours[/]: training")
-    manifest = pristine.train(args.config, overrides)
-    pristine = pristine.run_dir
+    manifest = run.train(args.config, overrides)
     out = {"full": {p: e["train_seconds"] for p, e in manifest["files"].items()}, "forget": {}}
     out["models"] = {"before": Run(pristine, console=console).load()[0]}
     for method in ("exact", *APPROXIMATE):

@@ -253,7 +253,7 @@ def main() -> None:
     )
     parser.add_argument("overrides", nargs="*", help="config overrides (key=value), for every variant")
     args = parser.parse_args()
-    args.prefixes = args.prefixes or ([] if args.quick else [8]) + list(PREFIX_LENGTHS)
+    args.prefixes = args.prefixes or [*([] if args.quick else [8]), *PREFIX_LENGTHS]
     k = args.k or (8 if args.quick else 16)
     if args.data:
         args.config = Path("configs/experiment/dictd.yaml") if args.config == DEFAULT_CONFIG else args.config

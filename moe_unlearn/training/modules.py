@@ -20,7 +20,8 @@ LN2 = math.log(2)
 
 def logged_step(module: L.LightningModule) -> bool:
     """Whether the logger writes this training step's metrics: Lightning writes on the steps whose count
-    from 1 is a multiple of `log_every_n_steps` (a value logged on other steps is never written)."""
+    from 1 is a multiple of `log_every_n_steps`, the last value logged (logging on other steps wastes the
+    work, or writes an older step's value)."""
     return (module.global_step + 1) % module.trainer.log_every_n_steps == 0
 
 

@@ -19,7 +19,6 @@ def test_expert_and_router_stage_metrics_are_written_every_n_steps(tmp_path):
     logs = version_dir(run.run_dir, read_current(run.run_dir)) / "logs"
     for expert in ("recipes", "weather", "code"):  # max_steps 8
         assert logged_steps(logs / f"expert-{expert}" / "metrics.csv") == [1, 3, 5, 7]
-    # Stage 0 routes to a single expert and trains nothing; the later stages train 6 steps of an epoch of
-    # many batches, where metrics logged on the steps that are multiples of n were never written.
+    # Stage 0 routes to a single expert and trains nothing; the later stages train 6 steps of one epoch.
     for stage in (1, 2):
         assert logged_steps(logs / f"router-{stage}" / "metrics.csv") == [1, 3, 5]
