@@ -54,7 +54,7 @@ def bench_k(k: int, work: Path, overrides: list[str], console: Console) -> dict:
     cfg = served_config(run_dir)
     forgets = {}
     for expert in experts:  # one source per expert
-        records = run._open(None).records([expert])
+        records = run.registry.records([expert])
         ids = [r.id for r in records if not is_heldout(r.id, cfg.seed, cfg.data.heldout_fraction)][:10]
         cert, seconds = timed(run.forget, records=ids)
         assert cert["retrained"]["experts"] == [expert]

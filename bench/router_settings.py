@@ -33,7 +33,7 @@ def main() -> None:
     manifest = read_manifest(vdir)
     cfg = load_config(vdir / "config.yaml", ["trainer.progress_bar=false", *args.overrides])
     configure_torch(cfg)
-    registry = run._open(None)
+    registry = run.registry
     jobs, heldout = plan(registry, cfg)
     experts = {
         j.expert: load_tensors(vdir / j.path, manifest["files"][j.path]["sha256"]) for j in jobs if j.kind == "expert"

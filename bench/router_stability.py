@@ -269,7 +269,7 @@ def main() -> None:
         run.init(args.config, overrides)
         for source in DICTIONARIES if args.data else ():
             run.ingest(source, [args.data / f"{source}.jsonl"])
-        registry = run._open(None)
+        registry = run.registry
         experts, source_map = registry.experts(), registry.source_map()
         for name, extra in VARIANTS.items():
             cfg = load_config(args.config, [*overrides, *extra])

@@ -446,6 +446,12 @@ class Run:
     def exists(self) -> bool:
         return (self.run_dir / REGISTRY_FILE).is_file()
 
+    @property
+    def registry(self) -> Registry:
+        """The run directory's registry, for reading its sources, experts and records (benchmarks, tools);
+        change them through `ingest`, `forget` and `drop`, which keep versions and requests consistent."""
+        return self._open(None)
+
     def _open(self, cfg: Config | None) -> Registry:
         """The registry; a new run directory is created from `cfg` (with the built-in corpus)."""
         if self._registry is None:

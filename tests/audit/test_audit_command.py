@@ -80,7 +80,7 @@ def test_approximate_forget_is_certified_as_such_and_verify_says_different(tiny_
     """Audited like an exact one (the same measures; here without canaries, which keeps it quick), but
     certified APPROXIMATE, with no oracle for privleak, and `verify` finds it different."""
     run = Run(tiny_copy)
-    weather = [r.id for r in run._open(None).records(["weather"])][:20]
+    weather = [r.id for r in run.registry.records(["weather"])][:20]
     certificate = run.forget(records=weather, audit=True, method="gradient-ascent")
     assert certificate["method"] == "gradient-ascent" and not certificate["oracle_equal"]
     assert "APPROXIMATE" in certificate["statement"]

@@ -43,7 +43,7 @@ def test_ingest_round_trip_with_keyed_hashes(empty_run, tmp_path):
     db = sqlite3.connect(empty_run.run_dir / "registry.db")
     rows = db.execute("SELECT id, source, hash, text FROM records ORDER BY id").fetchall()
     assert [(r[0], r[1], r[3]) for r in rows] == [("2", "mail", "gamma"), ("r1", "mail", "alpha beta")]
-    registry = empty_run._open(None)
+    registry = empty_run.registry
     assert rows[1][2] == registry.keyed_hash("alpha beta")
     import hashlib
 
@@ -77,10 +77,10 @@ def test_bad_ingest_changes_nothing(empty_run, tmp_path, content, message):
     empty_run.ingest("mail", [good])
     bad = tmp_path / "b.jsonl"
     bad.write_text(content)
-    before = empty_run._open(None).count_records()
+    before = empty_run.registry.count_records()
     with pytest.raises(UserError, match=message):
         empty_run.ingest("mail", [bad])
-    assert empty_run._open(None).count_records() == before
+    assert empty_run.registry.count_records() == before
 
 
 def test_bad_ingest_through_the_cli_is_exit_2_and_names_the_line(tmp_path):
@@ -93,3 +93,9 @@ def test_bad_ingest_through_the_cli_is_exit_2_and_names_the_line(tmp_path):
     assert cli("ingest", "--source", "web", tmp_path / "missing.txt", "--run-dir", run_dir).returncode == 2
     info = json.loads(cli("registry", "--run-dir", run_dir, "--json").stdout)
     assert "web" not in [s["name"] for s in info["sources"]]  # the new source itself was rolled back
+
+
+def test_registry_of_a_missing_run_directory_is_a_user_error(tmp_path):
+    with pytest.raises(UserError, match="no run directory at"):
+        _ = Run(tmp_path / "nothing").registry
+    assert not (tmp_path / "nothing").exists()  # reading never creates one

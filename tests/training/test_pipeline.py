@@ -86,7 +86,7 @@ def test_held_out_evaluation_leaves_out_copies_of_trained_text(tmp_path):
     overrides = ["data.corpus.canaries=6", "data.corpus.canary_repeats=10", "model.expert.block_size=160"]
     run = Run(tmp_path / "run")
     run.init(TINY, overrides)
-    jobs, heldout = plan(run._open(None), load_config(TINY, overrides))
+    jobs, heldout = plan(run.registry, load_config(TINY, overrides))
     trained = {r.text for job in jobs if job.kind == "expert" for r in job.records}
     trained_copies = [r for job in jobs for r in job.records if r.id.startswith("canary-")]
     assert trained_copies  # canaries are trained on, so some of their held-out copies would be seen text

@@ -31,7 +31,7 @@ def reference(tiny_run_dir, tmp_path_factory):
     """The records to forget and the files an uninterrupted forget produces."""
     run_dir = tmp_path_factory.mktemp("reference") / "run"
     shutil.copytree(tiny_run_dir, run_dir)
-    ids = [r.id for r in Run(run_dir)._open(None).records(["weather"])[:4]]
+    ids = [r.id for r in Run(run_dir).registry.records(["weather"])[:4]]
     done = forget_cli(run_dir, *(x for i in ids for x in ("--record", i)))
     assert done.returncode == 0, done.stderr
     return ids, served_files(tiny_run_dir), served_files(run_dir)
@@ -53,7 +53,7 @@ def test_sigkill_at_any_step_then_resume_gives_the_uninterrupted_result(step, re
     assert json.loads(resumed.stdout)["request_id"] == request["id"]
     assert served_files(tiny_copy) == new_files
     assert stray_files(tiny_copy) == []
-    assert Run(tiny_copy)._open(None).record_rows(ids) == {}
+    assert Run(tiny_copy).registry.record_rows(ids) == {}
 
 
 def test_running_the_same_command_again_finishes_the_interrupted_request(reference, tiny_copy):

@@ -29,7 +29,7 @@ def canary_run(tmp_path_factory):
 def canary_secrets(run_dir) -> list[str]:
     from moe_unlearn.data.corpus import make_canaries
 
-    registry = Run(run_dir)._open(None)
+    registry = Run(run_dir).registry
     found = [c for c in make_canaries(4, 0, 3) if registry.match_records(c.secret, list(registry.source_map()))]
     assert found, "the corpus should hold canaries"
     return [c.secret for c in found]
@@ -39,12 +39,12 @@ def test_nothing_of_the_forgotten_text_survives_in_any_file(canary_run, tmp_path
     run_dir = tmp_path / "run"
     shutil.copytree(canary_run, run_dir)
     secret = canary_secrets(run_dir)[0]
-    records = Run(run_dir)._open(None).match_records(secret, list(Run(run_dir)._open(None).source_map()))
+    records = Run(run_dir).registry.match_records(secret, list(Run(run_dir).registry.source_map()))
     texts = [
         t
-        for (t,) in Run(run_dir)
-        ._open(None)
-        .db.execute(f"SELECT text FROM records WHERE id IN ({','.join('?' * len(records))})", [r[0] for r in records])
+        for (t,) in Run(run_dir).registry.db.execute(
+            f"SELECT text FROM records WHERE id IN ({','.join('?' * len(records))})", [r[0] for r in records]
+        )
     ]
     assert len(texts) >= 2
 
@@ -78,7 +78,7 @@ def test_certificate_names_records_by_keyed_hash_only_and_the_chain_detects_edit
     assert all(len(r["keyed_hash"]) == 64 for r in cert["records"])
     assert cert["version_before"]["version"] + 1 == cert["version_after"]["version"]
     assert "bit-identical" in cert["statement"]
-    second = run.forget(records=[run._open(None).records(["recipes"])[0].id])
+    second = run.forget(records=[run.registry.records(["recipes"])[0].id])
     assert second["chain_seq"] == cert["chain_seq"] + 1
     assert run.info()["certificate_chain_intact"]
 
@@ -90,14 +90,14 @@ def test_certificate_names_records_by_keyed_hash_only_and_the_chain_detects_edit
 
 def test_forgotten_content_is_refused_by_ingest_unless_allowed(tiny_copy, tmp_path):
     run = Run(tiny_copy)
-    record = run._open(None).records(["weather"])[5]
+    record = run.registry.records(["weather"])[5]
     run.forget(records=[record.id])
     path = tmp_path / "again.jsonl"
     path.write_text(json.dumps({"id": "again-1", "text": record.text}) + "\n")
     refused = cli("ingest", "--source", "weather", path, "--run-dir", tiny_copy)
     assert refused.returncode == 2
     assert "forgotten" in refused.stderr and len(refused.stderr.strip().splitlines()) == 1
-    assert Run(tiny_copy)._open(None).record_rows(["again-1"]) == {}
+    assert Run(tiny_copy).registry.record_rows(["again-1"]) == {}
     allowed = cli("ingest", "--source", "weather", path, "--allow-forgotten", "--run-dir", tiny_copy)
     assert allowed.returncode == 0, allowed.stderr
     overrides = Registry(tiny_copy / "registry.db").db.execute("SELECT record_id FROM forgotten_overrides").fetchall()
@@ -132,13 +132,13 @@ def test_bad_requests_exit_2_with_one_line_and_change_nothing(tiny_copy, tmp_pat
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
         assert sorted((p.name, p.stat().st_size) for p in run_dir.rglob("*.safetensors")) == before
         assert Run(run_dir).requests() == []
-    assert not Run(tiny_copy)._open(None).has_source("news")
+    assert not Run(tiny_copy).registry.has_source("news")
 
 
 def test_dry_run_lists_what_would_go_and_changes_nothing(tiny_copy):
     run = Run(tiny_copy)
     before = run.info()
-    ids = [r.id for r in run._open(None).records(["recipes"])[:3]]
+    ids = [r.id for r in run.registry.records(["recipes"])[:3]]
     plan = run.forget(records=ids, source="recipes", dry_run=True)
     assert plan["dry_run"] and [r["id"] for r in plan["records"]] == ids
     assert plan["would_retrain"] == {"experts": ["recipes"], "router_stages": [0, 1, 2]}
@@ -147,7 +147,7 @@ def test_dry_run_lists_what_would_go_and_changes_nothing(tiny_copy):
 
 def test_pending_requests_merge_into_one_retrain_per_expert(tiny_copy):
     run = Run(tiny_copy)
-    weather = [r.id for r in run._open(None).records(["weather"])]
+    weather = [r.id for r in run.registry.records(["weather"])]
     first = run.forget(records=weather[:2], wait=False)
     second = run.forget(records=weather[2:4], wait=False)
     assert first["status"] == second["status"] == "pending"
@@ -160,7 +160,7 @@ def test_pending_requests_merge_into_one_retrain_per_expert(tiny_copy):
 
 
 def test_a_request_arriving_while_a_job_runs_queues_and_is_not_lost(tiny_copy):
-    record = Run(tiny_copy)._open(None).records(["code"])[3].id
+    record = Run(tiny_copy).registry.records(["code"])[3].id
     with open(tiny_copy / "lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # a job is running
         proc = subprocess.Popen(

@@ -25,7 +25,7 @@ def file_hashes(run_dir) -> dict[str, str]:
 def ids_of(run_dir, source: str) -> tuple[list[str], list[str]]:
     """(trained ids, held-out ids) of a source under the served config."""
     cfg = served_config(run_dir)
-    records = Run(run_dir)._open(None).records([source])
+    records = Run(run_dir).registry.records([source])
     held = [r.id for r in records if is_heldout(r.id, cfg.seed, cfg.data.heldout_fraction)]
     return [r.id for r in records if r.id not in held], held
 
@@ -55,7 +55,7 @@ def test_stages_rerun_only_when_the_forgotten_record_was_in_their_sample(tmp_pat
     run = Run(run_dir)
     run.train(TINY, ["train.router.stage_records=10"])
     trained = ids_of(run_dir, "weather")[0]
-    records = [r for r in run._open(None).records(["weather"]) if r.id in trained]
+    records = [r for r in run.registry.records(["weather"]) if r.id in trained]
     sampled = {r.id for r in replay_sample(records, served_config(run_dir).seed, 10)}
     cert = run.forget(records=[next(i for i in trained if i not in sampled)])
     assert cert["retrained"]["experts"] == ["weather"]
@@ -74,7 +74,7 @@ def test_forgetting_a_heldout_record_retrains_nothing_but_deletes_it(tiny_copy):
     assert cert["retrained"] == {"experts": [], "router_stages": [], "files": []}
     assert cert["records"][0]["held_out"] is True
     assert run.info()["current_version"] == version
-    assert run._open(None).record_rows([held]) == {}
+    assert run.registry.record_rows([held]) == {}
 
 
 def test_drop_a_single_source_expert_deletes_it_and_reruns_later_stages(tiny_copy, tmp_path):
