@@ -10,8 +10,8 @@ median bytes/s over Lightning's, minus 1. Both runs end on the same weights (the
 printed), which shows they did the same work. --quick: 800 records per domain (dictd: 300 steps). With --data,
 the first dictd dictionary (jargon) with configs/experiment/dictd.yaml.
 
-    .venv/bin/python bench/train_overhead.py            # default config, 3 reps: ~6 min on 2 cores
-    .venv/bin/python bench/train_overhead.py --quick    # ~2.5 min on 2 cores
+    .venv/bin/python bench/train_overhead.py            # default config, 5 reps: ~5.5 min on 2 cores
+    .venv/bin/python bench/train_overhead.py --quick    # ~2 min on 2 cores
 """
 
 import argparse
@@ -142,7 +142,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", type=Path, help="merged on top of configs/default.yaml, as train.py does")
     parser.add_argument("--quick", action="store_true", help=" ".join(QUICK))
-    parser.add_argument("--reps", type=int, default=3, help="timed runs of each, interleaved")
+    parser.add_argument("--reps", type=int, default=5, help="timed runs of each, interleaved")
     parser.add_argument("--out", type=Path, help="JSON (and .md); default bench/results/train_overhead[-quick].json")
     parser.add_argument("--plots", type=Path, default=Path("docs/img"), help="folder for train_overhead[-quick].png")
     parser.add_argument(

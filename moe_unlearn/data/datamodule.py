@@ -86,8 +86,17 @@ class LengthBucketBatchSampler(Sampler[list[int]]):
         self.sampler, self.lengths, self.budget, self.window = sampler, lengths, budget, window
         self.rank, self.world_size = rank, world_size
         self.current: list[list[int]] = []
+        self._epoch_batches: tuple[int, list[list[int]]] | None = None
 
     def batches(self) -> list[list[int]]:
+        """This epoch's batches, computed once per epoch (Lightning asks for their number several times
+        a fit, and each computation hashes every key)."""
+        epoch = self.sampler.epoch
+        if self._epoch_batches is None or self._epoch_batches[0] != epoch:
+            self._epoch_batches = (epoch, self._batches())
+        return self._epoch_batches[1]
+
+    def _batches(self) -> list[list[int]]:
         batches, window, total = [], [], 0
         for i in [*self.sampler.order(), None]:
             if i is not None:

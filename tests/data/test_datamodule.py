@@ -41,6 +41,18 @@ def test_order_is_a_function_of_keys_seed_and_epoch():
     assert make_sampler(lengths, 800, seed=1).batches() != first
 
 
+def test_an_epochs_batches_are_computed_once(monkeypatch):
+    """Lightning asks for the number of batches several times a fit; each computation hashes every key."""
+    sampler = make_sampler([(i * 13) % 200 + 1 for i in range(300)], 800)
+    orders = []
+    order = sampler.sampler.order
+    monkeypatch.setattr(sampler.sampler, "order", lambda: orders.append(1) or order())
+    assert len(sampler) == len(sampler) == len(list(sampler))
+    assert len(orders) == 1
+    sampler.sampler.set_epoch(1)
+    assert list(sampler) == sampler.batches() and len(orders) == 2
+
+
 def test_batches_pad_to_their_longest_example():
     data = ExampleDataset(
         ["a", "b"], [(torch.tensor([1, 2, 3]), torch.tensor([2, 3, 4])), (torch.tensor([5]), torch.tensor([6]))]
