@@ -22,7 +22,7 @@ grid sets the experts' lr; the router keeps its own). --quick: 800 records per d
 for every model, no grid. The mixture is all held-out records pooled (bytes-weighted). Writes JSON and
 Markdown to --out and a PNG to --plots.
 
-    .venv/bin/python bench/utility.py                 # default config, lr grid: ~1.5 h on 2 cores
+    .venv/bin/python bench/utility.py                 # default config, lr grid: ~52 min on 2 cores (Intel Xeon)
     .venv/bin/python bench/utility.py --lrs 2e-3      # default config, one lr: ~25 min
     .venv/bin/python bench/utility.py --quick         # ~10 min
     .venv/bin/python bench/utility.py --quick --data data/dictd   # dictd, 500 steps an expert
