@@ -39,13 +39,11 @@ def test_nothing_of_the_forgotten_text_survives_in_any_file(canary_run, tmp_path
     run_dir = tmp_path / "run"
     shutil.copytree(canary_run, run_dir)
     secret = canary_secrets(run_dir)[0]
-    records = Run(run_dir).registry.match_records(secret, list(Run(run_dir).registry.source_map()))
-    texts = [
-        t
-        for (t,) in Run(run_dir).registry.db.execute(
-            f"SELECT text FROM records WHERE id IN ({','.join('?' * len(records))})", [r[0] for r in records]
-        )
-    ]
+    registry = Run(run_dir).registry
+    records = registry.match_records(secret, list(registry.source_map()))
+    ids = [r[0] for r in records]
+    marks = ",".join("?" * len(ids))
+    texts = [t for (t,) in registry.db.execute(f"SELECT text FROM records WHERE id IN ({marks})", ids)]
     assert len(texts) >= 2
 
     outside, home = tmp_path / "cwd", tmp_path / "tmp"
