@@ -50,17 +50,17 @@ lint: install
 # `make bench DICTD=data/dictd`: also the dictd versions (after `moe-unlearn data prepare dictd --out data/dictd`).
 QUICK := $(if $(FULL),,--quick)
 bench: install
-	$(PY) bench/utility.py $(QUICK)
-	$(PY) bench/train_overhead.py $(QUICK)
-	$(PY) bench/router_stability.py $(QUICK)
-	$(PY) bench/forget_cost.py $(QUICK)
-	$(PY) bench/scaling.py $(QUICK)
-	$(if $(DICTD),$(PY) bench/utility.py $(QUICK) --data $(DICTD))
-	$(if $(DICTD),$(PY) bench/train_overhead.py $(QUICK) --data $(DICTD))
-	$(if $(DICTD),$(PY) bench/router_stability.py $(QUICK) --data $(DICTD))
-	$(if $(DICTD),$(PY) bench/forget_cost.py $(QUICK) --data $(DICTD))
-	$(if $(DICTD),$(PY) bench/scaling.py $(QUICK) --data $(DICTD))
-	$(PY) bench/tables.py
+	$(PY) -m bench.utility $(QUICK)
+	$(PY) -m bench.train_overhead $(QUICK)
+	$(PY) -m bench.router_stability $(QUICK)
+	$(PY) -m bench.forget_cost $(QUICK)
+	$(PY) -m bench.scaling $(QUICK)
+	$(if $(DICTD),$(PY) -m bench.utility $(QUICK) --data $(DICTD))
+	$(if $(DICTD),$(PY) -m bench.train_overhead $(QUICK) --data $(DICTD))
+	$(if $(DICTD),$(PY) -m bench.router_stability $(QUICK) --data $(DICTD))
+	$(if $(DICTD),$(PY) -m bench.forget_cost $(QUICK) --data $(DICTD))
+	$(if $(DICTD),$(PY) -m bench.scaling $(QUICK) --data $(DICTD))
+	$(PY) -m bench.tables
 
 # The trained model over HTTP on 127.0.0.1:8000 (admin routes: set MOE_UNLEARN_ADMIN_TOKEN); see README "Serving".
 serve: install

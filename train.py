@@ -8,7 +8,7 @@ writes, the others only take part in the fits (see moe_unlearn/training/distribu
 import sys
 
 from moe_unlearn.cli import app
-from moe_unlearn.training.distributed import train_or_follow
+from moe_unlearn.training.launch import train_or_follow
 
 if __name__ == "__main__":
     train_or_follow(app, sys.argv[1:], prog_name="train.py")

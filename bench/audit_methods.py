@@ -9,22 +9,22 @@ privleak of the approximate methods uses the exact forget's after-model as the o
 bit-identical to retraining from scratch). Prints a Markdown table; raw figures go to JSON, each
 method's audit.md and plots to --reports/METHOD/.
 
-    .venv/bin/python bench/audit_methods.py --out bench/results/audit_methods.json
+    .venv/bin/python -m bench.audit_methods --out bench/results/audit_methods.json
 """
 
 import argparse
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 from rich.console import Console
 
+from bench.common import timed
 from moe_unlearn import Run
 from moe_unlearn.audit.metrics import privleak
 from moe_unlearn.data.corpus import make_canaries
-from moe_unlearn.unlearning.job import served_config
+from moe_unlearn.storage.builds import served_config
 
 METHODS = ("exact", "gradient-ascent", "nabla-tau")
 
@@ -36,9 +36,7 @@ def run_method(
     shutil.rmtree(run_dir, ignore_errors=True)
     shutil.copytree(pristine, run_dir)
     run = Run(run_dir, console=console)
-    started = time.perf_counter()
-    certificate = run.forget(records=ids, audit=True, method=method)
-    wall = time.perf_counter() - started
+    certificate, wall = timed(run.forget, records=ids, audit=True, method=method)
     # The oracle takes a full training; an approximate version differs from it by construction (the
     # end-to-end test checks that `verify` says so), so only the exact one is verified here.
     equal = run.verify()["equal"] if method == "exact" and verify else None

@@ -8,26 +8,20 @@ verifies the result against an oracle trained from scratch.
 Prints Markdown tables (per-dictionary held-out bits per byte, router top-1 at 16/32/64 bytes,
 forget cost per dictionary against the full training) and writes the raw figures as JSON.
 
-    .venv/bin/python bench/dictd_report.py --data data/dictd --run-dir bench/out/dictd
+    .venv/bin/python -m bench.dictd_report --data data/dictd --run-dir bench/out/dictd
 """
 
 import argparse
 import json
-import time
 from pathlib import Path
 
 from rich.console import Console
 
+from bench.common import timed
 from moe_unlearn import Run
 from moe_unlearn.data.dictd import DICTIONARIES
 from moe_unlearn.data.splits import is_heldout
-from moe_unlearn.unlearning.job import served_config
-
-
-def timed(fn, *args, **kwargs):
-    started = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, round(time.perf_counter() - started, 1)
+from moe_unlearn.storage.builds import served_config
 
 
 def entry_id(data: Path, source: str, headword: str) -> str:
@@ -62,9 +56,10 @@ def main() -> None:
         results["ingest_seconds"] = {}
         for source in DICTIONARIES:
             added, seconds = timed(run.ingest, source, [args.data / f"{source}.jsonl"])
-            results["ingest_seconds"][source] = seconds
-            console.print(f"{source}: {added['records_added']:,} records in {seconds} s")
-    manifest, results["train_seconds"] = timed(run.train, args.config, overrides)
+            results["ingest_seconds"][source] = round(seconds, 1)
+            console.print(f"{source}: {added['records_added']:,} records in {seconds:.1f} s")
+    manifest, seconds = timed(run.train, args.config, overrides)
+    results["train_seconds"] = round(seconds, 1)
     results["eval"] = manifest["eval"]
     results["train_seconds_per_file"] = {p: f.get("train_seconds") for p, f in manifest["files"].items()}
 
@@ -79,7 +74,7 @@ def main() -> None:
         report = run.audit(certificate["request_id"], out_dir=args.run_dir.parent / "dictd-audits" / source)
         results["forgets"][entry] = {
             "record": record,
-            "wall_seconds": seconds,
+            "wall_seconds": round(seconds, 1),
             "retrained": certificate["retrained"],
             "timings": report["timings"],
             "bits_per_byte": report["bits_per_byte"],

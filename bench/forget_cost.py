@@ -39,10 +39,10 @@ configs/experiment/audit.yaml, memorises it, at 6x the training cost of every me
 AUC rests on one member text (the canary) against never-inserted canaries, a rank rather than a
 distribution: exposure is the measure to read.
 
-    .venv/bin/python bench/forget_cost.py            # default config, K = 4: ~1.3 h on 2 cores (estimate)
-    .venv/bin/python bench/forget_cost.py --quick    # 250 records a domain, d_model 64: ~5 min (estimate)
-    .venv/bin/python bench/forget_cost.py --source code data.corpus.domains=8   # another source, K = 8
-    .venv/bin/python bench/forget_cost.py --quick --data data/dictd   # dictd, 500 steps an expert
+    .venv/bin/python -m bench.forget_cost            # default config, K = 4: ~1.3 h on 2 cores (estimate)
+    .venv/bin/python -m bench.forget_cost --quick    # 250 records a domain, d_model 64: ~5 min (estimate)
+    .venv/bin/python -m bench.forget_cost --source code data.corpus.domains=8   # another source, K = 8
+    .venv/bin/python -m bench.forget_cost --quick --data data/dictd   # dictd, 500 steps an expert
 
 With --data (the --out folder of `moe-unlearn data prepare dictd`) the corpus is Debian's five dictd
 dictionaries (configs/experiment/dictd.yaml unless --config), one expert each; real text carries no
@@ -61,14 +61,13 @@ dense retrains. Writes JSON and Markdown to --out and a PNG to --plots.
 import argparse
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from statistics import mean
 
-from machine import provenance, write_report
 from rich.console import Console
-from utility import DICTD, Ensemble, corpus, expert_params, jobs, params, score
 
+from bench.common import machine_line, provenance, publish, report_defaults, report_options, timed
+from bench.utility import DICTD, Ensemble, corpus, expert_params, jobs, params, score
 from moe_unlearn import Run
 from moe_unlearn.audit.collect import ATTACKS, AuditSettings, audit_data, measure
 from moe_unlearn.audit.metrics import privleak
@@ -77,9 +76,9 @@ from moe_unlearn.data.corpus import generate_corpus, make_canaries
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import is_heldout
 from moe_unlearn.models.expert import ByteTransformer
-from moe_unlearn.storage.versions import read_current, read_manifest, version_dir
+from moe_unlearn.rundir import read_current, read_manifest, version_dir
+from moe_unlearn.storage.builds import served_config
 from moe_unlearn.training.trainer import configure_torch, train_expert
-from moe_unlearn.unlearning.job import served_config
 
 DEFAULTS = ["data.corpus.canaries=1", "data.corpus.canary_repeats=10"]
 QUICK = ["data.corpus.records_per_domain=250", "model.expert.d_model=64", "data.eval_records=30"]
@@ -98,12 +97,6 @@ LABELS = {
 }
 ORDER = ("exact", "ours", *APPROXIMATE, "dense", "sisa", "full", "before")  # table and plot order
 Sources = dict[str, list[Record]]
-
-
-def timed(fn, *args, **kwargs):
-    started = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - started
 
 
 def forget_set(cfg: Config, train: Sources, source: str, n: int) -> tuple[list[str], list[str]]:
@@ -229,10 +222,10 @@ def rows(table: dict) -> list[dict]:
 
 
 def markdown(report: dict) -> str:
-    m, c, f, a = report["machine"], report["config"], report["forget_set"], report["audit_settings"]
-    src, gpu = f["source"], m["cuda"] or "no GPU"
+    c, f, a = report["config"], report["forget_set"], report["audit_settings"]
+    src = f["source"]
     lines = [
-        f"- Machine: {m['cpu']}, {m['cores']} cores, {gpu}; torch {m['torch']}, {m['threads']} threads",
+        machine_line(report["machine"]),
         f"- Date: {report['date']}",
         f"- Config: {report['config_file']} + `{' '.join(report['overrides'])}`: {sources(c)}, experts n_layer "
         f"{c['n_layer']} d_model {c['d_model']}, max_epochs {c['max_epochs']}, max_steps {c.get('max_steps', -1)} "
@@ -376,25 +369,14 @@ def ours(args, overrides: list[str], source: str, ids: list[str], work: Path, co
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, help="merged on top of configs/default.yaml, as train.py does")
     parser.add_argument("--quick", action="store_true", help=f"{' '.join(QUICK)}, a smaller audit")
     parser.add_argument("--records", type=int, default=10, help="records to forget")
     parser.add_argument("--source", help="source to forget from and drop (default: the first, the worst case)")
-    parser.add_argument("--out", type=Path, help="JSON (and .md) path; default bench/results/forget_cost[-quick].json")
-    parser.add_argument("--plots", type=Path, default=Path("docs/img"), help="folder for forget_cost[-quick].png")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        help="the --out folder of `data prepare dictd`: the dictd corpus (--config defaults "
-        "to configs/experiment/dictd.yaml) instead of the built-in one",
-    )
+    report_options(parser, "forget_cost")
     parser.add_argument("overrides", nargs="*", help=f"config overrides, after {' '.join(DEFAULTS)} (built-in)")
     args = parser.parse_args()
     console = Console(stderr=True)
-    if args.data:
-        args.config = args.config or Path("configs/experiment/dictd.yaml")
-    suffix = ("-dictd" if args.data else "") + ("-quick" if args.quick else "")
-    args.out = args.out or Path(f"bench/results/forget_cost{suffix}.json")
+    suffix = report_defaults(args, "forget_cost")
     quick = (QUICK_DICTD if args.data else QUICK) if args.quick else []
     overrides = ["trainer.progress_bar=false", *([] if args.data else DEFAULTS), *quick, *args.overrides]
     settings = QUICK_AUDIT if args.quick else AuditSettings()
@@ -488,14 +470,9 @@ def main() -> None:
             for name in ("dense", "sisa", "full")
         },
     }
-    md = markdown(report)
-    write_report(report, md, args.out)
-    png = args.plots / f"forget_cost{suffix}.png"
-    plot(report, png)
     for name, ratio in report["speedups"].items():
         console.print(f"{name}: {ratio:.2f}x (their seconds over ours; above 1x ours is faster)")
-    console.print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {png}")
-    print(md)
+    publish(report, markdown(report), args.out, plot, args.plots / f"forget_cost{suffix}.png", console)
 
 
 if __name__ == "__main__":

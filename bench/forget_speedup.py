@@ -7,28 +7,22 @@ the wall time of a whole forget or drop command (loading, planning, training, sc
 with the training time alone of a full retrain (sum over its experts and router stages), the
 conservative comparison. Prints a Markdown table and writes the raw figures as JSON.
 
-    .venv/bin/python bench/forget_speedup.py --k 4 8 16 --out bench/results/forget_speedup.json
+    .venv/bin/python -m bench.forget_speedup --k 4 8 16 --out bench/results/forget_speedup.json
 """
 
 import argparse
 import json
 import shutil
 import tempfile
-import time
 from pathlib import Path
 from statistics import mean
 
 from rich.console import Console
 
+from bench.common import timed
 from moe_unlearn import Run
 from moe_unlearn.data.splits import is_heldout
-from moe_unlearn.unlearning.job import served_config
-
-
-def timed(fn, *args, **kwargs):
-    started = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - started
+from moe_unlearn.storage.builds import served_config
 
 
 def bench_k(k: int, work: Path, overrides: list[str], console: Console) -> dict:

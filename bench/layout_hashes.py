@@ -1,8 +1,8 @@
 """Per-file sha256 of a tiny training, a forget and a drop: run before and after moving code, on the
 same machine, and compare (a refactor must not change one tensor).
 
-    python bench/layout_hashes.py                       # prints the hashes, one line a file
-    python bench/layout_hashes.py --keep /tmp/old-run   # also keeps the trained run directory, to
+    python -m bench.layout_hashes                       # prints the hashes, one line a file
+    python -m bench.layout_hashes --keep /tmp/old-run   # also keeps the trained run directory, to
                                                         # load, forget and verify it with later code
 
 Hashes cover every model file and config of each version (manifest.json holds times, so it is

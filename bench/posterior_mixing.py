@@ -9,7 +9,7 @@ byte of:
   product of p_e over the record's bytes before t (uniform prior): Bayesian model averaging over the
   experts, causal, no trained parameters, but every expert runs on every byte.
 
-    .venv/bin/python bench/posterior_mixing.py --run-dir checkpoints/default
+    .venv/bin/python -m bench.posterior_mixing --run-dir checkpoints/default
 """
 
 import argparse
@@ -20,10 +20,10 @@ import torch
 
 from moe_unlearn import Run
 from moe_unlearn.data.examples import chunks, lm_example
+from moe_unlearn.rundir import REGISTRY_FILE
+from moe_unlearn.storage.builds import served_config
 from moe_unlearn.storage.registry import Registry
-from moe_unlearn.training.pipeline import plan
-from moe_unlearn.unlearning.job import served_config
-from moe_unlearn.unlearning.scrub import REGISTRY_FILE
+from moe_unlearn.training.plan import plan
 
 KINDS = ("router", "own expert", "posterior")
 

@@ -6,7 +6,7 @@ router's top-1 accuracy at 16/32/64-byte prefixes and the stages' training secon
 to the run directory.
 
     .venv/bin/python train.py --run-dir checkpoints/default data.corpus.canaries=4 data.corpus.canary_repeats=10
-    .venv/bin/python bench/router_settings.py --run-dir checkpoints/default train.router.max_epochs=1 \
+    .venv/bin/python -m bench.router_settings --run-dir checkpoints/default train.router.max_epochs=1 \
         train.router.prefix_bytes=96
 """
 
@@ -17,9 +17,11 @@ from pathlib import Path
 
 from moe_unlearn import Run
 from moe_unlearn.config import load_config
-from moe_unlearn.storage.versions import load_tensors, read_current, read_manifest, version_dir
+from moe_unlearn.models.loading import compose
+from moe_unlearn.rundir import read_current, read_manifest, version_dir
+from moe_unlearn.storage.versions import load_tensors
 from moe_unlearn.training.evaluate import evaluate
-from moe_unlearn.training.pipeline import compose, plan
+from moe_unlearn.training.plan import plan
 from moe_unlearn.training.trainer import configure_torch, train_router_stage
 
 

@@ -13,28 +13,26 @@ Markdown tables, the target (ours loses at most 1 point on average) and a warnin
 barely differ; writes the JSON and a plot (accuracy on earlier domains against K, one panel per
 prefix length).
 
-    .venv/bin/python bench/router_stability.py --k 16
-    .venv/bin/python bench/router_stability.py --quick --prefixes 8 16 32   # K = 8, 1,000 records a domain
-    .venv/bin/python bench/router_stability.py --data data/dictd --out bench/results/router_stability_dictd.json
+    .venv/bin/python -m bench.router_stability --k 16
+    .venv/bin/python -m bench.router_stability --quick --prefixes 8 16 32   # K = 8, 1,000 records a domain
+    .venv/bin/python -m bench.router_stability --data data/dictd --out bench/results/router_stability_dictd.json
 """
 
 import argparse
 import subprocess
-import sys
 import tempfile
 import time
 from datetime import datetime, timezone
 from pathlib import Path
 from statistics import mean
 
-from machine import machine, write_report
-
+from bench.common import command, machine, machine_line, report_defaults, report_options, timed, write_report
 from moe_unlearn import Run
 from moe_unlearn.config import Config, load_config
 from moe_unlearn.data.dictd import DICTIONARIES
 from moe_unlearn.models.router import Router
 from moe_unlearn.training.evaluate import PREFIX_LENGTHS, router_accuracy
-from moe_unlearn.training.pipeline import plan
+from moe_unlearn.training.plan import plan
 from moe_unlearn.training.trainer import configure_torch, train_router_stage
 
 VARIANTS = {  # name -> overrides on top of the config
@@ -71,9 +69,8 @@ def run_variant(cfg: Config, registry, heldout: dict[str, list], prefixes: list[
                 raise SystemExit(f"replay_records=0, yet router stage {j.stage} trains on other experts' records")
     accuracy, seconds, previous = {}, [], None
     for job in stages:
-        started = time.perf_counter()
-        previous = train_router_stage(cfg, job.stage, job.expert, previous, job.records, job.labels, logs)
-        seconds.append(round(time.perf_counter() - started, 2))
+        previous, s = timed(train_router_stage, cfg, job.stage, job.expert, previous, job.records, job.labels, logs)
+        seconds.append(round(s, 2))
         if job.stage >= 1:
             accuracy[job.stage + 1] = measure(cfg, previous[0], heldout, prefixes)
             scores = ", ".join(f"{p}: {mean(a.values()):.1%}" for p, a in accuracy[job.stage + 1].items())
@@ -118,11 +115,10 @@ def commit() -> str:
 
 
 def markdown(report: dict) -> str:
-    m, c, prefixes = report["machine"], report["config"], report["prefixes"]
+    c, prefixes = report["config"], report["prefixes"]
     r = c["router"]
     lines = [
-        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['cuda'] or 'no GPU'}; "
-        f"torch {m['torch']}, {m['threads']} threads",
+        machine_line(report["machine"]),
         f"- Date: {report['date']}, commit {report['commit']}; wall time {report['wall_s']:.0f} s",
         f"- Command: `{report['command']}`",
         f"- Config: {c['file']} {' '.join(c['overrides'])}; K = {len(report['experts'])} domains "
@@ -233,7 +229,6 @@ def plot(report: dict, path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--k", type=int, default=None, help="experts (built-in domains); default 16, 8 with --quick")
-    parser.add_argument("--config", type=Path, default=DEFAULT_CONFIG)
     parser.add_argument("--quick", action="store_true", help="K = 8 and 1,000 records per domain")
     parser.add_argument(
         "--prefixes",
@@ -241,24 +236,17 @@ def main() -> None:
         nargs="+",
         help=f"prefix lengths in bytes (default {' '.join(map(str, PREFIX_LENGTHS))}; without --quick also 8: harder)",
     )
-    parser.add_argument(
-        "--out", type=Path, help="JSON (and .md) path; default bench/results/router_stability[-dictd][-quick].json"
-    )
-    parser.add_argument("--plots", type=Path, default=Path("docs/img"), help="folder for router_stability_k<K>.png")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        help="the --out folder of `data prepare dictd`: its five dictionaries in order (K = 5, "
-        "configs/experiment/dictd.yaml) instead of built-in domains",
+    report_options(
+        parser,
+        "router_stability",
+        "its five dictionaries in order (K = 5, configs/experiment/dictd.yaml) instead of built-in domains",
+        plot="router_stability_k<K>.png (--data: router_stability_dictd.png)",
     )
     parser.add_argument("overrides", nargs="*", help="config overrides (key=value), for every variant")
     args = parser.parse_args()
     args.prefixes = args.prefixes or [*([] if args.quick else [8]), *PREFIX_LENGTHS]
     k = args.k or (8 if args.quick else 16)
-    if args.data:
-        args.config = Path("configs/experiment/dictd.yaml") if args.config == DEFAULT_CONFIG else args.config
-    suffix = ("-dictd" if args.data else "") + ("-quick" if args.quick else "")
-    args.out = args.out or Path(f"bench/results/router_stability{suffix}.json")
+    report_defaults(args, "router_stability")
     builtin = [] if args.data else [f"data.corpus.domains={k}", *(QUICK if args.quick else [])]
     overrides = [*builtin, "trainer.progress_bar=false", *args.overrides]
 
@@ -286,9 +274,9 @@ def main() -> None:
         "machine": machine(),
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
         "commit": commit(),
-        "command": " ".join(["python", *sys.argv]),
+        "command": command(),
         "config": {
-            "file": str(args.config),
+            "file": str(args.config or DEFAULT_CONFIG),
             "overrides": overrides,
             "corpus": f"dictd ({args.data})" if args.data else "built-in",
             "records_per_domain": None if args.data else cfg.data.corpus.records_per_domain,

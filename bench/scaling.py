@@ -17,10 +17,10 @@ sample plus up to `train.router.replay_records` replayed records: router replay 
 K costs more than the expert. The script prints the first K at which it does (and a log-log interpolation
 of where the two cross), or says it does not within the range; writes JSON and a PNG.
 
-    .venv/bin/python bench/scaling.py                        # K = 2 4 8 16, 8,000 records: ~35 min (estimate)
-    .venv/bin/python bench/scaling.py --quick                # 800 records: ~5 min (estimate)
-    .venv/bin/python bench/scaling.py --k 4 8 16 32 --total 16000   # K <= 16 built-in domains
-    .venv/bin/python bench/scaling.py --quick --data data/dictd      # dictd: K = 2 3 4 5 dictionaries
+    .venv/bin/python -m bench.scaling                        # K = 2 4 8 16, 8,000 records: ~35 min (estimate)
+    .venv/bin/python -m bench.scaling --quick                # 800 records: ~5 min (estimate)
+    .venv/bin/python -m bench.scaling --k 4 8 16 32 --total 16000   # K <= 16 built-in domains
+    .venv/bin/python -m bench.scaling --quick --data data/dictd      # dictd: K = 2 3 4 5 dictionaries
 
 With --data (the --out folder of `moe-unlearn data prepare dictd`) the K domains are the first K of Debian's
 five dictd dictionaries (so K <= 5), each contributing a seeded random sample of --total // K of its
@@ -40,32 +40,25 @@ import json
 import math
 import shutil
 import tempfile
-import time
 from itertools import pairwise
 from pathlib import Path
 
-from machine import provenance, write_report
 from rich.console import Console
 from rich.table import Table
-from utility import DICTD, corpus
 
+from bench.common import machine_line, provenance, publish, report_defaults, report_options, timed
+from bench.utility import DICTD, corpus
 from moe_unlearn import Run
 from moe_unlearn.config import load_config
 from moe_unlearn.data.ingest import read_records
 from moe_unlearn.data.splits import is_heldout, unit_hash
-from moe_unlearn.storage.versions import read_current, read_manifest, version_dir
+from moe_unlearn.rundir import read_current, read_manifest, version_dir
 
 QUICK_TOTAL = 800
 DEFAULT_K = [2, 4, 8, 16]
 DICTD_TOTAL = 2500  # devil, the third dictionary, has 999 entries: K = 3 takes 833 of each
 # Reporting only (not timed): the held-out evaluation `train` runs after training, kept small.
 FIXED = ["trainer.progress_bar=false", "data.eval_records=10"]
-
-
-def timed(fn, *args, **kwargs):
-    started = time.perf_counter()
-    result = fn(*args, **kwargs)
-    return result, time.perf_counter() - started
 
 
 def seconds_by_kind(manifest: dict, paths: list[str]) -> tuple[float, float]:
@@ -164,10 +157,8 @@ def crossover(results: list[dict]) -> dict:
 
 
 def markdown(report: dict) -> str:
-    m = report["machine"]
-    gpu = m["cuda"] or "no GPU"
     lines = [
-        f"- Machine: {m['cpu']}, {m['cores']} cores, {gpu}; torch {m['torch']}, {m['threads']} threads",
+        machine_line(report["machine"]),
         f"- Date: {report['date']}",
         f"- Config: {report['config_file']} + `{' '.join(report['overrides']) or '(no overrides)'}`; "
         f"{report.get('corpus', 'built-in corpus')}, {report['total']:,} records in all, split over K domains; "
@@ -248,7 +239,6 @@ def plot(report: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, help="merged on top of configs/default.yaml, as train.py does")
     parser.add_argument("--quick", action="store_true", help=f"--total {QUICK_TOTAL} unless --total is given")
     parser.add_argument("--k", type=int, nargs="+", default=DEFAULT_K, help="numbers of experts (<= 16)")
     parser.add_argument(
@@ -256,19 +246,12 @@ def main() -> None:
     )
     parser.add_argument("--records", type=int, default=10, help="trained-on records to forget")
     parser.add_argument("--stage", type=int, default=0, help="forget from the source of this router stage (0: worst)")
-    parser.add_argument("--out", type=Path, help="JSON (and .md) path; default bench/results/scaling[-quick].json")
-    parser.add_argument("--plots", type=Path, default=Path("docs/img"), help="folder for scaling[-quick].png")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        help="the --out folder of `data prepare dictd`: the first K dictionaries as domains (K <= 5, default 2 3 4 5)",
-    )
+    report_options(parser, "scaling", "the first K dictionaries as domains (K <= 5, default 2 3 4 5)")
     parser.add_argument("overrides", nargs="*", help="config overrides for every K, e.g. model.expert.d_model=64")
     args = parser.parse_args()
     console = Console(stderr=True)
-    suffix = ("-dictd" if args.data else "") + ("-quick" if args.quick else "")
+    suffix = report_defaults(args, "scaling", dictd_config=False)  # not dictd.yaml: see the docstring
     args.total = args.total or (QUICK_TOTAL if args.quick else DICTD_TOTAL if args.data else 8000)
-    args.out = args.out or Path(f"bench/results/scaling{suffix}.json")
     if args.data and args.k == DEFAULT_K:
         args.k = [2, 3, 4, 5]
     most = len(DICTD) if args.data else 16
@@ -295,10 +278,6 @@ def main() -> None:
         "results": results,
         "crossover": crossover(results),
     }
-    md = markdown(report)
-    write_report(report, md, args.out)
-    png = args.plots / f"scaling{suffix}.png"
-    plot(report, png)
     table = Table("K", "full retrain s", "forget s", "expert s", "router s", "rest s", "router / expert", "speedup")
     for r in results:
         ratio = "-" if r["router_over_expert"] is None else f"{r['router_over_expert']:.2f}"
@@ -314,8 +293,7 @@ def main() -> None:
         )
     console.print(table)
     console.print(f"[bold]{verdict(report)}[/]")
-    console.print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {png}")
-    print(md)
+    publish(report, markdown(report), args.out, plot, args.plots / f"scaling{suffix}.png", console)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ forgets one trained-on record with the CLI in another process, and reports faile
 responses from the old version to requests sent after the switch (target 0) and the time from the switch
 of `current` to the first response from the new version. Prints a Markdown table; writes JSON.
 
-    .venv/bin/python bench/serve_load.py --run-dir checkpoints/default --clients 16 --seconds 20 \
+    .venv/bin/python -m bench.serve_load --run-dir checkpoints/default --clients 16 --seconds 20 \
         --batch-sizes 1 16 --swap --out bench/out/serve_load.json
 
 Target: with batching, /score serves at least 3x the requests/s of batch size 1 at 16 clients.
@@ -197,9 +197,9 @@ def throughput(run_dir: Path, batch_sizes: list[int], routes: list[str], args, l
 def swap(run_dir: Path, args, log: Path, work: Path) -> dict:
     """/score under load while the CLI forgets one trained-on record of a copy of the run directory."""
     from moe_unlearn.data.splits import is_heldout
+    from moe_unlearn.rundir import read_current
+    from moe_unlearn.storage.builds import served_config
     from moe_unlearn.storage.registry import Registry
-    from moe_unlearn.storage.versions import read_current
-    from moe_unlearn.unlearning.job import served_config
 
     copy = work / "run"
     shutil.copytree(run_dir, copy)

@@ -9,7 +9,7 @@ docs/BENCHMARKS.md marks where each generated table goes:
 A marked block whose results file does not exist is left as it is (that benchmark was not run), so the
 prose around the tables and the figures of other runs stay. Prints what it replaced.
 
-    .venv/bin/python bench/tables.py
+    .venv/bin/python -m bench.tables
 """
 
 import argparse

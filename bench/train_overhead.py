@@ -10,22 +10,21 @@ median bytes/s over Lightning's, minus 1. Both runs end on the same weights (the
 printed), which shows they did the same work. --quick: 800 records per domain (dictd: 300 steps). With --data,
 the first dictd dictionary (jargon) with configs/experiment/dictd.yaml.
 
-    .venv/bin/python bench/train_overhead.py            # default config, 5 reps: ~5.5 min on 2 cores
-    .venv/bin/python bench/train_overhead.py --quick    # ~2 min on 2 cores
+    .venv/bin/python -m bench.train_overhead            # default config, 5 reps: ~5.5 min on 2 cores
+    .venv/bin/python -m bench.train_overhead --quick    # ~2 min on 2 cores
 """
 
 import argparse
 import statistics
 import tempfile
-import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from machine import provenance, write_report
 from rich.console import Console
 
+from bench.common import machine_line, provenance, publish, report_defaults, report_options, timed
 from moe_unlearn.config import Config, load_config
 from moe_unlearn.data.corpus import generate_corpus
 from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset
@@ -84,18 +83,11 @@ def plain_loop(cfg: Config, name: str, records: list[Record]) -> tuple[Tensors, 
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}, step, seen
 
 
-def timed(fn, *args) -> tuple[object, float]:
-    started = time.perf_counter()
-    result = fn(*args)
-    return result, time.perf_counter() - started
-
-
 def markdown(report: dict) -> str:
-    m, c = report["machine"], report["config"]
+    c = report["config"]
     reps = len(report["runs"]["lightning"])
     lines = [
-        f"- Machine: {m['cpu']}, {m['cores']} cores, {m['cuda'] or 'no GPU'}; torch {m['torch']}, "
-        f"{m['threads']} threads",
+        machine_line(report["machine"]),
         f"- Date: {report['date']}",
         f"- Config: {report['config_file']} + `{' '.join(report['overrides']) or '(no overrides)'}`: expert "
         f"{c['expert']} on {c['records']:,} records of {c['source']}, {c['steps']} steps, {c['bytes']:,} bytes a run, "
@@ -140,26 +132,20 @@ def plot(report: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, help="merged on top of configs/default.yaml, as train.py does")
     parser.add_argument("--quick", action="store_true", help=" ".join(QUICK))
     parser.add_argument("--reps", type=int, default=5, help="timed runs of each, interleaved")
-    parser.add_argument("--out", type=Path, help="JSON (and .md); default bench/results/train_overhead[-quick].json")
-    parser.add_argument("--plots", type=Path, default=Path("docs/img"), help="folder for train_overhead[-quick].png")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        help="the --out folder of `data prepare dictd`: train on its first dictionary "
-        "(jargon) with configs/experiment/dictd.yaml instead of the first built-in domain",
+    report_options(
+        parser,
+        "train_overhead",
+        "train on its first dictionary (jargon) with configs/experiment/dictd.yaml instead of the first "
+        "built-in domain",
     )
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. model.expert.d_model=256")
     args = parser.parse_args()
     if args.reps < 1:
         parser.error("--reps must be at least 1")
     console = Console(stderr=True)
-    if args.data:
-        args.config = args.config or Path("configs/experiment/dictd.yaml")
-    suffix = ("-dictd" if args.data else "") + ("-quick" if args.quick else "")
-    out = args.out or Path(f"bench/results/train_overhead{suffix}.json")
+    suffix = report_defaults(args, "train_overhead")
     overrides = [*((QUICK_DICTD if args.data else QUICK) if args.quick else []), *args.overrides]
     cfg = load_config(args.config, overrides)
     if multi_process(cfg):
@@ -218,13 +204,9 @@ def main() -> None:
         "met": overhead <= TARGET,
         "max_weight_difference": difference,
     }
-    md = markdown(report)
-    write_report(report, md, out)
-    plot(report, args.plots / f"train_overhead{suffix}.png")
     colour = "green" if report["met"] else "red"
     console.print(f"[{colour}]Lightning overhead {overhead:+.1%} (target at most {TARGET:.0%})[/]")
-    console.print(f"wrote {out}, {out.with_suffix('.md')}, {args.plots / f'train_overhead{suffix}.png'}")
-    print(md)
+    publish(report, markdown(report), args.out, plot, args.plots / f"train_overhead{suffix}.png", console)
 
 
 if __name__ == "__main__":

@@ -22,10 +22,10 @@ grid sets the experts' lr; the router keeps its own). --quick: 800 records per d
 for every model, no grid. The mixture is all held-out records pooled (bytes-weighted). Writes JSON and
 Markdown to --out and a PNG to --plots.
 
-    .venv/bin/python bench/utility.py                 # default config, lr grid: ~52 min on 2 cores (Intel Xeon)
-    .venv/bin/python bench/utility.py --lrs 2e-3      # default config, one lr: ~25 min
-    .venv/bin/python bench/utility.py --quick         # ~10 min
-    .venv/bin/python bench/utility.py --quick --data data/dictd   # dictd, 500 steps an expert
+    .venv/bin/python -m bench.utility                 # default config, lr grid: ~52 min on 2 cores (Intel Xeon)
+    .venv/bin/python -m bench.utility --lrs 2e-3      # default config, one lr: ~25 min
+    .venv/bin/python -m bench.utility --quick         # ~10 min
+    .venv/bin/python -m bench.utility --quick --data data/dictd   # dictd, 500 steps an expert
 """
 
 import argparse
@@ -37,10 +37,10 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from machine import provenance, write_report
 from rich.console import Console
 from torch import nn
 
+from bench.common import machine_line, provenance, publish, report_defaults, report_options
 from moe_unlearn import Run
 from moe_unlearn.config import Config, ExpertModelConfig, OptimConfig, load_config
 from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset
@@ -49,11 +49,11 @@ from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import seed_for, unit_hash
 from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.router import Router
+from moe_unlearn.rundir import REGISTRY_FILE
 from moe_unlearn.storage.registry import Registry
 from moe_unlearn.training.evaluate import bits_per_byte
-from moe_unlearn.training.pipeline import plan
+from moe_unlearn.training.plan import plan
 from moe_unlearn.training.trainer import configure_torch, train_expert
-from moe_unlearn.unlearning.scrub import REGISTRY_FILE
 
 QUICK = ["data.corpus.records_per_domain=800"]
 QUICK_DICTD = ["train.expert.max_steps=500"]  # dictd experts train a step budget, not epochs
@@ -283,9 +283,8 @@ def targets(rows: list[dict], top_k: int) -> list[dict]:
 
 
 def markdown(report: dict) -> str:
-    m, c, rows = report["machine"], report["config"], report["rows"]
+    c, rows = report["config"], report["rows"]
     sources = list(rows[0]["heldout_bpb"])
-    gpu = m["cuda"] or "no GPU"
     lr_note = (
         f"lr grid {', '.join(f'{lr:g}' for lr in report['lrs'])} per model, chosen on a "
         f"{report['val_fraction']:.0%} validation split of the training records"
@@ -293,7 +292,7 @@ def markdown(report: dict) -> str:
         else f"lr {rows[0]['lr']:g} for every model, no lr grid" + (" (--quick)" if report["quick"] else "")
     )
     lines = [
-        f"- Machine: {m['cpu']}, {m['cores']} cores, {gpu}; torch {m['torch']}, {m['threads']} threads",
+        machine_line(report["machine"]),
         f"- Date: {report['date']}",
         f"- Config: {report['config_file']} + `{' '.join(report['overrides']) or '(no overrides)'}`: "
         f"{c['corpus']} corpus, {c['domains']} sources, {c['train_records']:,} training records, "
@@ -354,26 +353,15 @@ def plot(report: dict, path: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--config", type=Path, help="merged on top of configs/default.yaml, as train.py does")
     parser.add_argument("--quick", action="store_true", help=f"{' '.join(QUICK)}, the config's lr only")
     parser.add_argument("--lrs", type=float, nargs="*", help="expert lr grid (default 1e-3 2e-3 4e-3; --quick: none)")
     parser.add_argument("--methods", nargs="+", choices=METHODS, default=list(METHODS), help="models to train")
     parser.add_argument("--val-fraction", type=float, default=0.1, help="validation share for choosing the lr")
-    parser.add_argument("--out", type=Path, help="JSON (and .md) path; default bench/results/utility[-quick].json")
-    parser.add_argument("--plots", type=Path, default=Path("docs/img"), help="folder for utility[-quick].png")
-    parser.add_argument(
-        "--data",
-        type=Path,
-        help="the --out folder of `data prepare dictd`: the dictd corpus (--config defaults "
-        "to configs/experiment/dictd.yaml) instead of the built-in one",
-    )
+    report_options(parser, "utility")
     parser.add_argument("overrides", nargs="*", help="config overrides, e.g. data.corpus.domains=8")
     args = parser.parse_args()
     console = Console(stderr=True)
-    if args.data:
-        args.config = args.config or Path("configs/experiment/dictd.yaml")
-    suffix = ("-dictd" if args.data else "") + ("-quick" if args.quick else "")
-    args.out = args.out or Path(f"bench/results/utility{suffix}.json")
+    suffix = report_defaults(args, "utility")
     quick = (QUICK_DICTD if args.data else QUICK) if args.quick else []
     args.overrides = ["trainer.progress_bar=false", *quick, *args.overrides]
     args.lrs = args.lrs if args.lrs is not None else ([] if args.quick else GRID)
@@ -408,14 +396,10 @@ def main() -> None:
         "rows": rows,
         "targets": targets(rows, cfg.model.router.top_k),
     }
-    md = markdown(report)
-    write_report(report, md, args.out)
-    plot(report, args.plots / f"utility{suffix}.png")
     for t in report["targets"]:
         colour = "green" if t["met"] else "red"
         console.print(f"[{colour}]{'pass' if t['met'] else 'FAIL'}[/]: {t['target']} ({t['change']:+.1%})")
-    console.print(f"wrote {args.out}, {args.out.with_suffix('.md')}, {args.plots / f'utility{suffix}.png'}")
-    print(md)
+    publish(report, markdown(report), args.out, plot, args.plots / f"utility{suffix}.png", console)
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Shared fixtures: one tiny trained run directory per test session (a few seconds to train)."""
+"""Shared fixtures: one tiny trained run directory per test session (a few seconds to train), and one
+intra-op thread for the modules that ask for it."""
 
 import shutil
 import subprocess
@@ -6,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from moe_unlearn import Run
 
@@ -61,3 +63,13 @@ def tiny_copy(tiny_run_dir, tmp_path) -> Path:
     dst = tmp_path / "run"
     shutil.copytree(tiny_run_dir, dst)
     return dst
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls on a busy machine (100x faster).
+    Opt-in per module (`pytestmark = pytest.mark.usefixtures("one_thread")`); restores the count after."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -12,10 +12,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from moe_unlearn.rundir import AUDIT_FILES
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-REPORT_FILES = ("audit.json", "audit.md", "losses.png", "exposure.png", "timings.png")
 ATTACKS = {"loss": "loss", "zlib": "zlib", "min_k": "Min-K%"}  # key in the dict -> name in the report
 SPLITS = {"forget": "forget set", "retained": "retained set", "heldout": "held-out set"}
 ALPHA = 0.05  # significance level the Markdown's wording uses for the canary test
@@ -39,7 +40,7 @@ def write_report(out_dir: Path, audit: dict) -> list[Path]:
             written.add(name)
     (out_dir / "audit.md").write_text(_markdown(audit, written))
     written.add("audit.md")
-    return [out_dir / name for name in REPORT_FILES if name in written]
+    return [out_dir / name for name in AUDIT_FILES if name in written]
 
 
 def summary_rows(audit: dict) -> list[tuple[str, str, str]]:

@@ -7,7 +7,7 @@
 
 Admin routes need `Authorization: Bearer <token>`, the token from MOE_UNLEARN_ADMIN_TOKEN or a file
 (`--admin-token-file`); with neither they answer 403 and say so. A forget or drop never runs in the server:
-`Jobs` starts a `moe_unlearn.serving.job` subprocess, returns its first answer (the request id) and leaves
+`Jobs` starts a `moe_unlearn.serving.request_process` subprocess, returns its first answer (the request id) and leaves
 it to train, switch `current` and certify; the model workers see the new version at their next batch.
 """
 
@@ -22,10 +22,9 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
 
 from moe_unlearn.errors import UserError
-from moe_unlearn.run import Run
+from moe_unlearn.rundir import describe, open_registry, registry_path
 from moe_unlearn.serving.schemas import DropBody, ForgetBody
 from moe_unlearn.storage.registry import Registry
-from moe_unlearn.unlearning.scrub import REGISTRY_FILE
 
 ADMIN_TOKEN_ENV = "MOE_UNLEARN_ADMIN_TOKEN"
 MIN_TOKEN_CHARS = 16
@@ -85,7 +84,7 @@ class Jobs:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
-            "moe_unlearn.serving.job",
+            "moe_unlearn.serving.request_process",
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
             env=env,
@@ -144,11 +143,16 @@ def add_routes(app: FastAPI, run_dir: Path, token: str | None) -> None:
     @app.get("/experts")
     def experts() -> dict:
         try:
-            info = Run(run_dir).info()
+            registry = open_registry(run_dir, None)
         except UserError as e:
             raise HTTPException(503, str(e)) from None
-        keep = ("experts", "sources", "records", "current_version", "versions", "manifest")
-        return {k: info[k] for k in keep}
+        try:
+            info = describe(run_dir, registry)
+        except UserError as e:
+            raise HTTPException(503, str(e)) from None
+        finally:
+            registry.close()
+        return {k: v for k, v in info.items() if k != "run_dir"}
 
     admin = APIRouter(prefix="/admin", dependencies=[Depends(bearer(token))])
 
@@ -162,16 +166,17 @@ def add_routes(app: FastAPI, run_dir: Path, token: str | None) -> None:
 
     @admin.get("/requests/{request_id}")
     def request_status(request_id: str) -> dict:
-        registry = Registry(run_dir / REGISTRY_FILE)
+        registry = Registry(registry_path(run_dir))
         try:
             request = registry.request(request_id)
+            found = registry.certificate(request_id)
         finally:
             registry.close()
         if request is None:
             raise HTTPException(404, f"unknown request {request_id!r}")
         out = {"request_id": request_id, **{k: request[k] for k in REQUEST_FIELDS}}
         if request["status"] == "done":
-            out["certificate"] = Run(run_dir).certificate(request_id)
+            out["certificate"] = found
         job = jobs.exit_code(request_id)
         if job is not None:
             out["job"] = job

@@ -29,8 +29,8 @@ import torch
 from fastapi import HTTPException
 
 from moe_unlearn.errors import UserError
+from moe_unlearn.models.loading import CurrentModel
 from moe_unlearn.models.moe import MixtureOfExperts
-from moe_unlearn.run import Run
 from moe_unlearn.serving.schemas import CompletionRequest, GenerateRequest, ScoreRequest
 
 
@@ -39,11 +39,11 @@ class ServedModel:
     when the pointer moves. `get` reads the pointer on every call: call it once per batch."""
 
     def __init__(self, run_dir: Path):
-        self.run = Run(run_dir)
+        self.current = CurrentModel(run_dir)
 
     def get(self) -> tuple[MixtureOfExperts, int]:
         try:
-            model, manifest = self.run.load()
+            model, manifest = self.current.get()
         except UserError as e:  # never fall back to an older version: the pointer is the truth
             raise HTTPException(503, f"no model to serve: {e}") from None
         return model, manifest["version"]

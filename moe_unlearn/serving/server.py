@@ -18,12 +18,11 @@ from pathlib import Path
 import litserve as ls
 
 from moe_unlearn.errors import UserError
+from moe_unlearn.rundir import exists, read_current
 from moe_unlearn.serving.admin import add_routes
 from moe_unlearn.serving.api import CompletionsAPI, GenerateAPI, GenerateStreamAPI, ScoreAPI
 from moe_unlearn.serving.limits import Checked, Limits, RequestLimits, add_error_handlers
 from moe_unlearn.serving.loop import WaitingBatchedLoop
-from moe_unlearn.storage.versions import read_current
-from moe_unlearn.unlearning.scrub import REGISTRY_FILE
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe listens on
 MODEL_ROUTES = 4  # /generate, /generate/stream, /score, /v1/completions: one worker process each (x workers)
@@ -58,7 +57,7 @@ def build_server(run_dir: str | Path, settings: ServeSettings | None = None) -> 
     settings = settings or ServeSettings()
     settings.check()
     run_dir = Path(run_dir).resolve()
-    if not (run_dir / REGISTRY_FILE).is_file():
+    if not exists(run_dir):
         raise UserError(f"no run directory at {run_dir}")
     if read_current(run_dir) is None:
         raise UserError(f"no trained model in {run_dir}: run `moe-unlearn train` first")

@@ -393,6 +393,13 @@ class Registry:
             for q, r, t, b, p, h in rows
         ]
 
+    def certificate(self, request_id: str) -> dict | None:
+        """A request's certificate body with its place in the chain (`chain_hash`, `chain_seq`), or None."""
+        for entry in self.certificates():
+            if entry["request_id"] == request_id:
+                return {**entry["body"], "chain_hash": entry["hash"], "chain_seq": entry["seq"]}
+        return None
+
     def verify_chain(self) -> int | None:
         """The seq of the first certificate whose hash or link does not check, or None if the chain is intact."""
         prev = GENESIS

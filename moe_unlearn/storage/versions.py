@@ -1,12 +1,9 @@
-"""Model versions on disk: `versions/<n>/` of safetensors files, a manifest, and the `current` pointer.
-
-A version is built beside the one being served and becomes live only when `current` is switched
-with `os.replace` (atomic). Every file is checked against the manifest's sha256 before it is used;
-nothing is ever unpickled.
+"""Model files: safetensors written atomically and read only when their sha256 matches the manifest
+(nothing is ever unpickled), tensor hashes (the unit of the exactness contract), and the environment
+bit-identity depends on. Where the files live is `moe_unlearn.rundir`'s business.
 """
 
 import hashlib
-import json
 import os
 import platform
 from pathlib import Path
@@ -17,36 +14,6 @@ from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
 
 from moe_unlearn.errors import UserError
-
-VERSIONS_DIR = "versions"
-CURRENT = "current"
-MANIFEST = "manifest.json"
-
-
-def version_dir(run_dir: Path, n: int) -> Path:
-    return Path(run_dir) / VERSIONS_DIR / str(n)
-
-
-def read_current(run_dir: Path) -> int | None:
-    """The version being served, or None if nothing has been trained yet."""
-    path = Path(run_dir) / CURRENT
-    if not path.exists():
-        return None
-    text = path.read_text().strip()
-    if not text.isdigit():
-        raise UserError(f"{path}: corrupt pointer {text[:20]!r} (expected a version number)")
-    return int(text)
-
-
-def switch_current(run_dir: Path, n: int) -> None:
-    """Point `current` at version n atomically: readers see the old or the new number, never a mix."""
-    tmp = Path(run_dir) / f"{CURRENT}.tmp"
-    with open(tmp, "w") as f:
-        f.write(f"{n}\n")
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, Path(run_dir) / CURRENT)
-    _fsync_dir(Path(run_dir))
 
 
 def sha256_bytes(data: bytes) -> str:
@@ -92,22 +59,6 @@ def tensor_hashes(tensors: dict[str, torch.Tensor]) -> dict[str, str]:
     return out
 
 
-def write_manifest(vdir: Path, manifest: dict) -> None:
-    tmp = vdir / f"{MANIFEST}.tmp"
-    tmp.write_text(json.dumps(manifest, indent=2, sort_keys=True))
-    os.replace(tmp, vdir / MANIFEST)
-
-
-def read_manifest(vdir: Path) -> dict:
-    path = vdir / MANIFEST
-    if not path.is_file():
-        raise UserError(f"missing manifest {path}: the version was never completed")
-    try:
-        return json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise UserError(f"corrupt manifest {path}: not valid JSON") from None
-
-
 def environment() -> dict:
     """What bit-identity depends on besides config and data: torch version, CPU, threads."""
     flags = ""
@@ -126,11 +77,3 @@ def environment() -> dict:
         "threads": torch.get_num_threads(),
         "cuda": torch.cuda.get_device_name() if torch.cuda.is_available() else None,
     }
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

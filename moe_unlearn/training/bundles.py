@@ -23,9 +23,12 @@ from omegaconf.errors import OmegaConfBaseException
 from moe_unlearn.config import NON_SEMANTIC_KEYS, TOP_LEVEL_NON_SEMANTIC, Config, config_from_yaml, config_hash
 from moe_unlearn.data.splits import ids_digest
 from moe_unlearn.errors import UserError
+from moe_unlearn.rundir import read_current, read_manifest, version_dir
+from moe_unlearn.storage.builds import add_finished_file, trained_file
 from moe_unlearn.storage.registry import Registry, now
-from moe_unlearn.storage.versions import load_tensors, read_current, read_manifest, version_dir
-from moe_unlearn.training.pipeline import Job, add_finished_file, plan, remaining, trained_file
+from moe_unlearn.storage.versions import load_tensors
+from moe_unlearn.training.build import remaining
+from moe_unlearn.training.plan import Job, plan
 
 FORMAT = "moe-unlearn expert bundle 1"
 MANIFEST = "bundle.json"

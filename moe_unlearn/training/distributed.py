@@ -16,9 +16,6 @@ build's followers leave when its last fit ends).
 """
 
 import os
-import sys
-import time
-from pathlib import Path
 
 from moe_unlearn.config import Config
 from moe_unlearn.errors import UserError
@@ -57,44 +54,3 @@ def check_followers(cfg: Config) -> None:
             f"this config trains with {cfg.trainer.devices} devices x {cfg.trainer.num_nodes} nodes: several "
             "processes can only be started by `python train.py` or `moe-unlearn train` (README: multi-process training)"
         )
-
-
-def follow(run_dir: Path, cfg: Config) -> None:
-    """Take part in the fits of the build that global rank 0 runs in `run_dir` with `cfg`."""
-    from rich.console import Console
-
-    from moe_unlearn.storage.registry import Registry
-    from moe_unlearn.training.pipeline import build_version
-    from moe_unlearn.unlearning.scrub import REGISTRY_FILE
-
-    path = Path(run_dir) / REGISTRY_FILE
-    deadline = time.monotonic() + REGISTRY_WAIT_S
-    while not path.is_file():  # rank 0 creates a new run directory (atomically) before its first fit
-        if time.monotonic() > deadline:
-            raise UserError(f"no run directory at {run_dir}: on nodes other than rank 0's, copy it there first")
-        time.sleep(0.5)
-    build_version(run_dir, Registry(path), cfg, only=cfg.train.experts, console=Console(quiet=True))
-
-
-def train_or_follow(app, args: list[str], prog_name: str) -> None:
-    """`moe-unlearn train ARGS` (`app` is the CLI), or `follow` it in a follower process of a
-    multi-process config. Arguments are parsed by the CLI's own `train` command."""
-    os.environ[ENTRY_VARIABLE] = "1"  # inherited by the processes Lightning starts
-    if not launched_as_follower():
-        app(["train", *args], prog_name=prog_name)
-        return
-    import typer
-
-    from moe_unlearn.config import load_config
-
-    try:
-        with typer.main.get_command(app).commands["train"].make_context(prog_name, list(args)) as ctx:
-            cfg = load_config(ctx.params["config"], ctx.args)
-            run_dir = ctx.params["run_dir"]
-        if not multi_process(cfg):  # a rank of some other job (e.g. an srun step of single-process runs)
-            app(["train", *args], prog_name=prog_name)
-            return
-        follow(run_dir, cfg)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        sys.exit(2)

@@ -16,22 +16,20 @@ from pathlib import Path
 from rich.console import Console
 
 from moe_unlearn.audit.collect import AuditSettings, audit_data, measure
-from moe_unlearn.config import Config, config_from_yaml
+from moe_unlearn.config import Config
 from moe_unlearn.data.splits import is_heldout
 from moe_unlearn.errors import UserError
 from moe_unlearn.faults import crash_point
+from moe_unlearn.models.loading import load_version
+from moe_unlearn.rundir import read_current, read_manifest, version_dir
+from moe_unlearn.storage.builds import served_config
 from moe_unlearn.storage.registry import Registry, now
-from moe_unlearn.storage.versions import read_current, read_manifest, version_dir
-from moe_unlearn.training.pipeline import CONFIG_FILE, build_approximate_version, build_version, changes
+from moe_unlearn.training.build import build_version
+from moe_unlearn.training.plan import changes
+from moe_unlearn.unlearning.approximate_build import build_approximate_version
 from moe_unlearn.unlearning.certificate import build_certificate, certify, version_summary
 from moe_unlearn.unlearning.requests import resolve_drop
 from moe_unlearn.unlearning.scrub import scrub
-
-
-def served_config(run_dir: Path) -> Config | None:
-    """The config of the version being served (what every rebuild must use), or None before training."""
-    current = read_current(run_dir)
-    return None if current is None else config_from_yaml((version_dir(run_dir, current) / CONFIG_FILE).read_text())
 
 
 def apply(registry: Registry, request: dict) -> None:
@@ -179,8 +177,6 @@ def audit_numbers(
 ) -> dict:
     """The audit's measurements of versions `before` and `after` (numbers only), while the forgotten
     text still exists: see moe_unlearn.audit.collect."""
-    from moe_unlearn.run import load_version  # run.py imports this module
-
     forgotten = registry.forgotten_records(request_ids)
     live = registry.records([s.name for s in registry.sources()])
     data = audit_data(cfg, forgotten, live, AuditSettings())

@@ -15,17 +15,14 @@ from pathlib import Path
 
 from rich.console import Console
 
-from moe_unlearn.config import config_from_yaml
+from moe_unlearn.config import config_from_yaml, load_config
+from moe_unlearn.rundir import CONFIG_FILE, lock, open_registry, read_current, read_manifest, version_dir
 from moe_unlearn.storage.registry import Registry
-from moe_unlearn.storage.versions import (
-    environment,
-    load_tensors,
-    read_current,
-    read_manifest,
-    tensor_hashes,
-    version_dir,
-)
+from moe_unlearn.storage.sources import ingest_files
+from moe_unlearn.storage.versions import environment, load_tensors, tensor_hashes
+from moe_unlearn.training.build import build_version
 from moe_unlearn.training.distributed import check_followers
+from moe_unlearn.training.plan import check_expert_map
 
 # The registry's source -> expert map is passed by `ingest --expert`, so the config's own map is cleared.
 ORACLE_OVERRIDES = ["data.builtin=false", "trainer.progress_bar=false", "experts=[]"]
@@ -41,7 +38,7 @@ def export_retained(run_dir: Path, registry: Registry, work_dir: Path) -> None:
     """Write what the oracle trains on: the served config, and every live record per source as JSONL,
     sources listed in the registry's expert order."""
     current = read_current(run_dir)
-    shutil.copy(version_dir(run_dir, current) / "config.yaml", work_dir / "config.yaml")
+    shutil.copy(version_dir(run_dir, current) / CONFIG_FILE, work_dir / CONFIG_FILE)
     (work_dir / "records").mkdir()
     order = []
     for source in registry.sources():  # ordered by expert position
@@ -56,15 +53,16 @@ def export_retained(run_dir: Path, registry: Registry, work_dir: Path) -> None:
 
 
 def train_oracle(work_dir: Path) -> dict:
-    """In this process: a fresh run directory under work_dir, the exported records, one `train`."""
-    from moe_unlearn.run import Run  # imported here: run.py imports this module
-
-    run = Run(work_dir / "run")
-    config = work_dir / "config.yaml"
-    run.init(config, ORACLE_OVERRIDES)
-    for source, expert in json.loads((work_dir / "sources.json").read_text()):
-        run.ingest(source, [work_dir / "records" / f"{source}.jsonl"], expert=expert)
-    return run.train(config, ORACLE_OVERRIDES)
+    """In this process: a fresh run directory under work_dir, the exported records, one build (what
+    `moe-unlearn init`, `ingest` and `train` do there)."""
+    cfg = load_config(work_dir / CONFIG_FILE, ORACLE_OVERRIDES)
+    run_dir, console = work_dir / "run", Console(stderr=True)
+    with lock(run_dir):
+        registry = open_registry(run_dir, cfg)
+        for source, expert in json.loads((work_dir / "sources.json").read_text()):
+            ingest_files(registry, source, [work_dir / "records" / f"{source}.jsonl"], expert=expert, console=console)
+        check_expert_map(registry, cfg)
+        return build_version(run_dir, registry, cfg, only=cfg.train.experts, console=console)
 
 
 def compare(run_dir: Path, oracle_run_dir: Path) -> dict:
@@ -109,7 +107,7 @@ def verify_against_oracle(run_dir: Path, registry: Registry, work_dir: Path | No
     served_dir = version_dir(run_dir, read_current(run_dir))
     served = read_manifest(served_dir)
     # A multi-process oracle would need its other processes started with it (only train.py does that).
-    check_followers(config_from_yaml((served_dir / "config.yaml").read_text()))
+    check_followers(config_from_yaml((served_dir / CONFIG_FILE).read_text()))
     here = environment()
     keys = ("torch", "cpu_capability", "cpu_flags_sha256", "machine", "cuda")  # threads come from the config
     # Files imported from another machine (`expert import`) carry the environment they were trained in.

@@ -8,9 +8,8 @@ import shutil
 import pytest
 
 from moe_unlearn import Run
-from moe_unlearn.audit.report import REPORT_FILES
 from moe_unlearn.data.corpus import make_canaries
-from moe_unlearn.unlearning.scrub import stray_files
+from moe_unlearn.rundir import AUDIT_FILES, stray_files
 from tests.conftest import TINY, cli
 
 CANARIES, REPEATS = 136, 2
@@ -53,7 +52,7 @@ def test_exact_forget_audit_verify_and_report(canary_run, ids_file, tmp_path):
     done = cli("audit", "--request", certificate["request_id"], "--json", "--run-dir", run_dir)
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
-    assert sorted(p.rsplit("/", 1)[-1] for p in report["files"]) == sorted(REPORT_FILES)
+    assert sorted(p.rsplit("/", 1)[-1] for p in report["files"]) == sorted(AUDIT_FILES)
     assert not stray_files(run_dir)  # the report's files are on the run directory's allow-list
     canaries = report["canaries"]
     assert len(canaries["inserted"]["before"]) >= 128 and len(canaries["never_inserted"]["after"]) >= 128
@@ -71,7 +70,7 @@ def test_exact_forget_audit_verify_and_report(canary_run, ids_file, tmp_path):
     text = (run_dir / "audits" / certificate["request_id"] / "audit.md").read_text()
     assert "AUC" in text and "exposure" in text.lower()
     secrets = [c.secret for c in make_canaries(CANARIES, 0, 3)]
-    for name in REPORT_FILES:  # numbers only: no secret anywhere in the report
+    for name in AUDIT_FILES:  # numbers only: no secret anywhere in the report
         data = (run_dir / "audits" / certificate["request_id"] / name).read_bytes()
         assert not any(s.encode() in data for s in secrets[:20])
 

@@ -2,7 +2,8 @@
 
 import json
 
-from moe_unlearn.audit.report import REPORT_FILES, summary_rows, write_report
+from moe_unlearn.audit.report import summary_rows, write_report
+from moe_unlearn.rundir import AUDIT_FILES
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -77,8 +78,8 @@ def test_report_writes_every_file_and_the_json_round_trips(tmp_path):
     audit = make_audit()
     out = tmp_path / "reports" / "fgt-0123abcd"  # created, parents too
     paths = write_report(out, audit)
-    assert paths == [out / name for name in REPORT_FILES]
-    for name in REPORT_FILES:
+    assert paths == [out / name for name in AUDIT_FILES]
+    for name in AUDIT_FILES:
         if name.endswith(".png"):
             data = (out / name).read_bytes()
             assert data.startswith(PNG_MAGIC) and len(data) > 5_000

@@ -1,13 +1,10 @@
-"""bench/scaling.py on dictd: the first K dictionaries, the same seeded share of the total from each."""
+"""bench.scaling on dictd: the first K dictionaries, the same seeded share of the total from each."""
 
 import json
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
-
-from scaling import dictd_sample  # noqa: E402
-from utility import DICTD  # noqa: E402
+from bench.scaling import dictd_sample
+from bench.utility import DICTD
 
 
 def write_dictd(folder: Path, entries: int) -> None:

@@ -1,11 +1,6 @@
 """`make bench` ends by copying each benchmark's Markdown table into docs/BENCHMARKS.md."""
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parents[2] / "bench"))
-
-from tables import fill  # noqa: E402
+from bench.tables import fill
 
 DOC = """# Benchmarks
 

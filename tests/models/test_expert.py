@@ -9,13 +9,7 @@ from moe_unlearn.models.expert import BOS, VOCAB, ByteTransformer
 CFG = ExpertModelConfig(n_layer=1, n_head=2, d_model=16, block_size=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls on a busy machine (100x faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # module-scoped, tests/conftest.py
 
 
 def make_expert(seed: int = 0, cfg: ExpertModelConfig = CFG) -> ByteTransformer:

@@ -17,13 +17,7 @@ NAMES = ("code", "news", "recipes")
 BS = EXPERT.block_size
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls on a busy machine (100x faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # module-scoped, tests/conftest.py
 
 
 def make_moe(top_k: int = 2, seed: int = 0) -> MixtureOfExperts:

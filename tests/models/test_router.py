@@ -10,13 +10,7 @@ from moe_unlearn.models.router import Router, expert_weights
 CFG = RouterModelConfig(d_model=8, kernel=3, hidden=16, top_k=2)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one intra-op thread avoids OpenMP barrier stalls on a busy machine (100x faster)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # module-scoped, tests/conftest.py
 
 
 def make_router(n_experts: int = 3, seed: int = 0, cfg: RouterModelConfig = CFG) -> Router:

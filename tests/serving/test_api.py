@@ -5,22 +5,17 @@ the `current` pointer and never falls back to an older version."""
 import shutil
 
 import pytest
-import torch
 from fastapi import HTTPException
 
 from moe_unlearn import Run
+from moe_unlearn.rundir import switch_current
 from moe_unlearn.serving.api import CompletionsAPI, GenerateAPI, GenerateStreamAPI, ScoreAPI, ServedModel
 from moe_unlearn.serving.schemas import CompletionRequest, GenerateRequest, ScoreRequest
-from moe_unlearn.storage.versions import switch_current
 
 TEXTS = ["Rain later in Porto.", "Preheat the oven to 200 C and", "x", "The Licensee shall pay all fees " * 5]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # module-scoped, tests/conftest.py
 
 
 def ready(api):

@@ -20,7 +20,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-import torch
 
 from moe_unlearn import Run
 from tests.conftest import TINY, cli
@@ -60,13 +59,9 @@ def run_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def one_thread(run_dir):
-    """This process computes references with tiny models: one thread avoids OpenMP stalls on a busy machine
-    (set after training, which sets the config's thread count)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def one_thread_after_training(run_dir, one_thread):
+    """This process computes references with tiny models in one thread, set after training (which sets the
+    config's thread count): `one_thread` is set up after `run_dir`, in the order they are named."""
 
 
 class Server:

@@ -8,14 +8,8 @@ import torch
 
 from moe_unlearn import Run, UserError
 from moe_unlearn.config import load_config
-from moe_unlearn.storage.versions import (
-    load_tensors,
-    read_current,
-    save_tensors,
-    sha256_bytes,
-    switch_current,
-    version_dir,
-)
+from moe_unlearn.rundir import read_current, switch_current, version_dir
+from moe_unlearn.storage.versions import load_tensors, save_tensors, sha256_bytes
 from tests.cli.test_cli import cli
 from tests.conftest import TINY
 

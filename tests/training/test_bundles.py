@@ -8,7 +8,7 @@ import pytest
 
 from moe_unlearn import Run
 from moe_unlearn.config import load_config
-from moe_unlearn.storage.versions import read_current, version_dir
+from moe_unlearn.rundir import read_current, version_dir
 from tests.conftest import TINY, cli
 
 

@@ -10,11 +10,11 @@ import pytest
 from moe_unlearn import Run, UserError
 from moe_unlearn.config import load_config
 from moe_unlearn.data.datamodule import expert_dataset, keys_digest
+from moe_unlearn.rundir import REGISTRY_FILES
 from moe_unlearn.storage.registry import Registry
 from moe_unlearn.training.distributed import is_primary
-from moe_unlearn.training.pipeline import plan
+from moe_unlearn.training.plan import plan
 from moe_unlearn.training.trainer import EXAMPLES_FILE
-from moe_unlearn.unlearning.scrub import REGISTRY_FILES
 from tests.conftest import REPO, TINY
 
 # Two domains: two expert fits and one router-stage fit. One whole epoch per expert, so each expert's

@@ -8,7 +8,7 @@ from moe_unlearn import Run
 from moe_unlearn.config import load_config
 from moe_unlearn.data.corpus import generate_corpus
 from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset
-from moe_unlearn.storage.versions import read_current, version_dir
+from moe_unlearn.rundir import read_current, version_dir
 from moe_unlearn.training.trainer import TrainingBar, configure_torch, train_expert
 from tests.conftest import TINY
 

@@ -4,7 +4,8 @@ import pytest
 from safetensors.torch import load_file
 
 from moe_unlearn import Run, UserError
-from moe_unlearn.storage.versions import read_current, tensor_hashes, version_dir
+from moe_unlearn.rundir import read_current, version_dir
+from moe_unlearn.storage.versions import tensor_hashes
 from tests.conftest import TINY
 
 
@@ -81,7 +82,7 @@ def test_changed_config_for_unlisted_experts_trains_the_listed_one_without_going
 
 def test_held_out_evaluation_leaves_out_copies_of_trained_text(tmp_path):
     from moe_unlearn.config import load_config
-    from moe_unlearn.training.pipeline import plan
+    from moe_unlearn.training.plan import plan
 
     overrides = ["data.corpus.canaries=6", "data.corpus.canary_repeats=10", "model.expert.block_size=160"]
     run = Run(tmp_path / "run")

@@ -19,11 +19,13 @@ from moe_unlearn.unlearning.approximate import METHODS, cross_entropy, unlearn_e
 from tests.conftest import TINY
 
 # One thread: tiny tensors run faster without OpenMP barriers on a busy machine (see test_ewc.py).
-# Training: 30 epochs at a high rate, so that the expert memorises the forget records (~3 s).
+# Training: 30 epochs at a high rate over 12 copies of each forget record, so that the expert memorises
+# them by a wide margin (forget-set loss about a quarter of the retained records' on Intel and AMD
+# alike; with 6 copies it was within 0.5 nats of it on an AMD EPYC, and the margin test failed there).
 TRAIN = ["trainer.threads=1", "train.expert.max_steps=-1", "train.expert.max_epochs=30", "train.expert.lr=0.01"]
 # Unlearning: the default method settings; batches of 2 chunks give the few forget chunks ~40 steps.
 UNLEARN = ["trainer.threads=1", "train.expert.batch_size=2"]
-COPIES = 6  # times each forget record is in the training set
+COPIES = 12  # times each forget record is in the training set
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +81,8 @@ def losses(s: dict, weights: dict[str, torch.Tensor]) -> dict[str, float]:
 
 def test_the_expert_has_memorised_its_forget_set(setup):
     before = losses(setup, setup["weights"])
-    assert before["forget"] + 0.5 < before["retain"] < before["heldout"], before
+    # relative, not an absolute margin: memorised text costs under half the nats of text seen once
+    assert before["forget"] < 0.5 * before["retain"] and before["retain"] < before["heldout"], before
 
 
 @pytest.mark.parametrize("method", METHODS)

@@ -10,7 +10,7 @@ import pytest
 
 from moe_unlearn import Run
 from moe_unlearn.faults import ENV, STEPS
-from moe_unlearn.unlearning.scrub import stray_files
+from moe_unlearn.rundir import stray_files
 from tests.conftest import cli
 
 

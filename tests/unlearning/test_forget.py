@@ -13,8 +13,8 @@ import time
 import pytest
 
 from moe_unlearn import Run, UserError
+from moe_unlearn.rundir import stray_files
 from moe_unlearn.storage.registry import Registry
-from moe_unlearn.unlearning.scrub import stray_files
 from tests.conftest import REPO, TINY, cli
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from moe_unlearn import Run, UserError
 from moe_unlearn.data.splits import is_heldout, replay_sample
-from moe_unlearn.unlearning.job import served_config
+from moe_unlearn.storage.builds import served_config
 from moe_unlearn.unlearning.oracle import compare as oracle_compare
 from tests.conftest import TINY
 

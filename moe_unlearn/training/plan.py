@@ -1,0 +1,116 @@
+"""Who trains on what: every file of a version as a `Job` with its *lineage*.
+
+The lineage of an artefact (an expert, a router stage) is the hash of the config, its name and
+position, the ids of the records it trains on and, for stage i, the lineage of stage i-1. A file of the
+served version whose lineage matches is reused byte for byte by the next build; any other is trained
+from its seeded initialisation. Training from scratch and rebuilding after a change therefore give the
+same files.
+"""
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from moe_unlearn.config import Config, config_hash
+from moe_unlearn.data.records import Record
+from moe_unlearn.data.splits import ids_digest, replay_sample, split
+from moe_unlearn.errors import UserError
+from moe_unlearn.rundir import expert_file, stage_file
+from moe_unlearn.storage.builds import served_files
+from moe_unlearn.storage.registry import Registry
+
+
+@dataclass
+class Job:
+    """One file of a version and everything needed to (re)produce it."""
+
+    path: str  # relative to the version directory
+    kind: str  # "expert" or "router-stage"
+    expert: str
+    stage: int | None
+    records: list[Record]
+    labels: list[int] = field(default_factory=list)  # router stages: expert index of each record
+    lineage: str = ""
+
+
+def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Record]]]:
+    """Jobs in build order (experts, then router stages 0..K-1) and the held-out records per source
+    to report on (the first `data.eval_records` by id whose text no expert trains on: a held-out copy
+    of a duplicated record, such as a canary, is not unseen text)."""
+    experts = registry.experts()
+    if not experts:
+        raise UserError("the registry has no sources: ingest some (moe-unlearn ingest --source NAME FILES...)")
+    chash = config_hash(cfg)
+    train_sets, held_out = {}, {}
+    for name in experts:
+        sources = registry.sources_of(name)
+        records = registry.records(sources)
+        train_sets[name], held = split(records, cfg.seed, cfg.data.heldout_fraction)
+        if not train_sets[name]:
+            raise UserError(
+                f"expert {name!r} would have no training records (all held out or forgotten): "
+                f"drop it instead (moe-unlearn drop --expert {name})"
+            )
+        for s in sources:
+            held_out[s] = [r for r in held if r.source == s]
+    trained_texts = {r.text for records in train_sets.values() for r in records}
+    unseen = {s: [r for r in held if r.text not in trained_texts] for s, held in held_out.items()}
+    heldout = {s: records[: cfg.data.eval_records] for s, records in unseen.items()}
+    jobs = [Job(expert_file(e), "expert", e, None, train_sets[e]) for e in experts]
+    for job in jobs:
+        job.lineage = lineage(
+            kind="expert", expert=job.expert, config=chash, records=ids_digest(r.id for r in job.records)
+        )
+    return jobs + _router_jobs(cfg, experts, train_sets, chash), heldout
+
+
+def _router_jobs(cfg: Config, experts: list[str], train_sets: dict[str, list[Record]], chash: str) -> list[Job]:
+    """Stage i: expert i's records (or a sample) plus a replay sample of each earlier expert's."""
+    jobs, previous = [], ""
+    opt = cfg.train.router
+    for i, name in enumerate(experts):
+        own = replay_sample(train_sets[name], cfg.seed, opt.stage_records) if opt.stage_records else train_sets[name]
+        records, labels = list(own), [i] * len(own)
+        for j, earlier in enumerate(experts[:i]):
+            replay = replay_sample(train_sets[earlier], cfg.seed, math.ceil(opt.replay_records / i))
+            records += replay
+            labels += [j] * len(replay)
+        job = Job(stage_file(i), "router-stage", name, i, records, labels)
+        job.lineage = previous = lineage(
+            kind="router-stage",
+            stage=i,
+            expert=name,
+            config=chash,
+            previous=previous,
+            records=ids_digest(f"{r.id}@{label}" for r, label in zip(records, labels, strict=True)),
+        )
+        jobs.append(job)
+    return jobs
+
+
+def changes(run_dir: Path, registry: Registry, cfg: Config) -> list[Job]:
+    """The jobs a build would train now (those whose lineage the served version lacks)."""
+    jobs, _ = plan(registry, cfg)
+    _, served = served_files(run_dir)
+    return [j for j in jobs if served["files"].get(j.path, {}).get("lineage") != j.lineage]
+
+
+def check_expert_map(registry: Registry, cfg: Config) -> None:
+    """The config's source -> expert map must agree with the registry's (the registry is the truth)."""
+    current = registry.source_map()
+    for spec in cfg.experts:
+        for source in spec.sources:
+            if source not in current:
+                raise UserError(f"experts: source {source!r} (expert {spec.name!r}) is not in the registry")
+            if current[source] != spec.name:
+                raise UserError(
+                    f"experts: source {source!r} belongs to expert {current[source]!r} in the registry, "
+                    f"not {spec.name!r}"
+                )
+
+
+def lineage(**fields: object) -> str:
+    """The hash that identifies how an artefact was made (see the module docstring)."""
+    return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()
