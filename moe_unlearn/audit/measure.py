@@ -7,7 +7,7 @@ import torch
 
 from moe_unlearn.audit.metrics import exposure, extrapolated_exposure, loss_score, min_k_score, zlib_score
 from moe_unlearn.data.corpus import Canary, canary_candidates
-from moe_unlearn.models.expert import BOS
+from moe_unlearn.data.examples import BOS
 from moe_unlearn.models.moe import MixtureOfExperts
 
 LN2 = math.log(2)

@@ -5,8 +5,8 @@ Plain torch (no Lightning), so that scoring, generation and the audit start with
 
 import torch
 
-from moe_unlearn.models.expert import BOS
-
+VOCAB = 256  # bytes
+BOS = 256  # input-only token that starts every chunk (models see VOCAB + 1 input symbols)
 IGNORE = -100  # target value of padding positions
 
 

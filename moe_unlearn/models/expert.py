@@ -10,9 +10,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from moe_unlearn.config import ExpertModelConfig
+from moe_unlearn.data.examples import VOCAB
 
-VOCAB = 256  # bytes
-BOS = 256  # input-only token that starts every chunk
 KV = tuple[torch.Tensor, torch.Tensor]  # one layer's attention keys and values, (B, n_head, T, head_size)
 
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
-from moe_unlearn.data.examples import IGNORE, chunks, lm_example, pad_collate
-from moe_unlearn.models.expert import BOS, ByteTransformer
+from moe_unlearn.data.examples import BOS, IGNORE, chunks, lm_example, pad_collate
+from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.router import Router, expert_weights
 
 

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from moe_unlearn.config import RouterModelConfig
-from moe_unlearn.models.expert import VOCAB
+from moe_unlearn.data.examples import VOCAB
 
 
 class Router(nn.Module):

@@ -1,4 +1,4 @@
-"""`moe-unlearn serve`, as a Typer function: cli.py registers it, and `python -m moe_unlearn.serving`
+"""`moe-unlearn serve`, as a Typer function: moe_unlearn/cli registers it, and `python -m moe_unlearn.serving`
 runs it on its own. The server itself (LitServe, torch) is imported only when the command runs."""
 
 import sys
@@ -8,8 +8,7 @@ from typing import Annotated
 import typer
 
 from moe_unlearn.errors import UserError
-
-DEFAULT_RUN_DIR = Path("checkpoints/default")
+from moe_unlearn.rundir import DEFAULT_RUN_DIR
 
 
 def serve(

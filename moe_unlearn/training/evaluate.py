@@ -7,9 +7,8 @@ import math
 
 import torch
 
-from moe_unlearn.data.examples import IGNORE, chunks, lm_example, pad_collate
+from moe_unlearn.data.examples import BOS, IGNORE, chunks, lm_example, pad_collate
 from moe_unlearn.data.records import Record
-from moe_unlearn.models.expert import BOS
 from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.models.router import Router
 

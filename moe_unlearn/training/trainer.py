@@ -18,11 +18,12 @@ from lightning.pytorch.loggers import CSVLogger
 
 from moe_unlearn.config import Config, OptimConfig
 from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset, keys_digest, router_dataset
+from moe_unlearn.data.examples import BOS
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import seed_for, unit_hash
 from moe_unlearn.errors import UserError
 from moe_unlearn.faults import ENV, crash_point
-from moe_unlearn.models.expert import BOS, ByteTransformer
+from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.router import Router
 from moe_unlearn.training.distributed import check_followers, multi_process
 from moe_unlearn.training.ewc import accumulate, fisher_diagonal

@@ -70,25 +70,7 @@ def method_of(request: dict) -> str:
 def _run_job(run_dir: Path, registry: Registry, console: Console) -> list[str]:
     """One job: the requests already running (after a crash) or else the pending ones, merged when
     exact; an approximate request (for contrast only) always runs on its own."""
-    current = read_current(run_dir)
-    with registry.transaction():
-        running = registry.requests(["running"])
-        pending = registry.requests(["pending"])
-        method = method_of(running[0]) if running else method_of(pending[0]) if pending else "exact"
-        joining = [r for r in pending if method_of(r) == "exact"] if method == "exact" else pending[:1]
-        for request in joining if not running or method == "exact" else []:
-            try:
-                apply(registry, request)
-            except UserError as e:  # e.g. a drop of what an earlier request in this batch already dropped
-                registry.update_request(request["id"], status="failed", error=str(e), finished_at=now())
-                continue
-            registry.update_request(
-                request["id"],
-                status="running",
-                step="tombstoned",
-                started_at=now(),
-                result={"version_before": current},
-            )
+    method = _start(registry, read_current(run_dir))
     job = registry.requests(["running"])
     if not job:
         return []
@@ -128,6 +110,45 @@ def _run_job(run_dir: Path, registry: Registry, console: Console) -> list[str]:
     _set_step(registry, ids, "scrubbed")
     console.print(f"scrubbed {deleted:,} record rows; the run directory holds only the served version")
 
+    _certify(run_dir, registry, cfg, job, manifest, method, audited, measured)
+    return ids
+
+
+def _start(registry: Registry, current: int | None) -> str:
+    """Tombstone the requests that join this job and mark them running; returns the job's method."""
+    with registry.transaction():
+        running = registry.requests(["running"])
+        pending = registry.requests(["pending"])
+        method = method_of(running[0]) if running else method_of(pending[0]) if pending else "exact"
+        joining = [r for r in pending if method_of(r) == "exact"] if method == "exact" else pending[:1]
+        for request in joining if not running or method == "exact" else []:
+            try:
+                apply(registry, request)
+            except UserError as e:  # e.g. a drop of what an earlier request in this batch already dropped
+                registry.update_request(request["id"], status="failed", error=str(e), finished_at=now())
+                continue
+            registry.update_request(
+                request["id"],
+                status="running",
+                step="tombstoned",
+                started_at=now(),
+                result={"version_before": current},
+            )
+    return method
+
+
+def _certify(
+    run_dir: Path,
+    registry: Registry,
+    cfg: Config | None,
+    job: list[dict],
+    manifest: dict | None,
+    method: str,
+    audited: list[str],
+    measured: dict,
+) -> None:
+    """Append each request's certificate to the chain and mark it done."""
+    ids = [r["id"] for r in job]
     after_n = read_current(run_dir)
     after = version_summary(read_manifest(version_dir(run_dir, after_n))) if after_n is not None else None
     with registry.transaction():
@@ -163,7 +184,6 @@ def _run_job(run_dir: Path, registry: Registry, console: Console) -> list[str]:
                 finished_at=now(),
                 result={**request["result"], "version_after": after_n, "certificate_hash": chain_hash, **extra},
             )
-    return ids
 
 
 def audit_numbers(

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from moe_unlearn.config import ExpertModelConfig
-from moe_unlearn.models.expert import BOS, VOCAB, ByteTransformer
+from moe_unlearn.data.examples import BOS, VOCAB
+from moe_unlearn.models.expert import ByteTransformer
 
 CFG = ExpertModelConfig(n_layer=1, n_head=2, d_model=16, block_size=32)
 

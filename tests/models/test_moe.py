@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from moe_unlearn.config import ExpertModelConfig, RouterModelConfig
-from moe_unlearn.data.examples import chunks, lm_example
-from moe_unlearn.models.expert import BOS, VOCAB, ByteTransformer
+from moe_unlearn.data.examples import BOS, VOCAB, chunks, lm_example
+from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.models.router import Router, expert_weights
 

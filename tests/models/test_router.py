@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from moe_unlearn.config import RouterModelConfig
-from moe_unlearn.models.expert import BOS, VOCAB
+from moe_unlearn.data.examples import BOS, VOCAB
 from moe_unlearn.models.router import Router, expert_weights
 
 CFG = RouterModelConfig(d_model=8, kernel=3, hidden=16, top_k=2)

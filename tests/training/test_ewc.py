@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from moe_unlearn.config import RouterModelConfig
-from moe_unlearn.models.expert import BOS, VOCAB
+from moe_unlearn.data.examples import BOS, VOCAB
 from moe_unlearn.models.router import Router
 from moe_unlearn.training.ewc import accumulate, ewc_penalty, fisher_diagonal
 
