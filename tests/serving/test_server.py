@@ -34,14 +34,19 @@ MARKER = "Zanzibar-quokka-7713"  # sent in requests; must never reach the server
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
     """One expert (`main`, sources `notes` and `extra`) that has memorised a canary repeated 60 times:
-    greedy decoding after PREFIX gives SECRET (~15 s to train)."""
+    greedy decoding after PREFIX gives SECRET (a few seconds to train).
+
+    10 epochs, not 6: after 6 the greedy byte led the runner-up by only 0.65 nats at the secret's first
+    byte here, and by 0.57 to 1.24 nats in runs whose every step's gradients were perturbed by 1e-6 of
+    their RMS (another CPU's rounding, simulated): thin for an argmax. After 10, every byte of the secret
+    leads by over 2 nats in such runs, and the canary scores 1.5 bits/byte under a random secret's."""
     tmp = tmp_path_factory.mktemp("serve")
     config = tmp / "serve.yaml"
     config.write_text(TINY.read_text() + "experts: [{name: main, sources: [notes, extra]}]\n")
     overrides = [
         "data.builtin=false",
         "train.expert.max_steps=-1",
-        "train.expert.max_epochs=6",
+        "train.expert.max_epochs=10",
         "train.expert.lr=0.02",
         "train.router.max_steps=2",
     ]
