@@ -6,7 +6,7 @@
 
 import hashlib
 import json
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from omegaconf import MISSING, OmegaConf
@@ -62,9 +62,20 @@ class RouterModelConfig:
 
 
 @dataclass
+class MixingConfig:
+    rule: str = "posterior"  # posterior (router prior x likelihood of the bytes so far) or router (its top-k)
+    decay: float = 0.98  # posterior: per-byte decay of the evidence, so a text can change domain (1: none)
+    keep: int = 2  # posterior: candidates kept once the others hold less than `threshold` of the weight
+    threshold: float = 0.01  # posterior: pruning threshold (0: never prune)
+    prune_after: int = 32  # posterior: bytes of a chunk before pruning may start
+    base_prior: float = 0.1  # posterior: prior weight of the base model among the candidates (with a base)
+
+
+@dataclass
 class ModelConfig:
     expert: ExpertModelConfig = field(default_factory=ExpertModelConfig)
     router: RouterModelConfig = field(default_factory=RouterModelConfig)
+    mixing: MixingConfig = field(default_factory=MixingConfig)  # how experts are combined (not a trained part)
 
 
 @dataclass
@@ -93,6 +104,7 @@ class RouterTrainConfig(OptimConfig):
 class TrainConfig:
     experts: list[str] | None = None  # train only these experts (others reused); null: all as needed
     expert: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, grad_clip=1.0))
+    base: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, grad_clip=1.0))  # with base sources
     router: RouterTrainConfig = field(
         default_factory=lambda: RouterTrainConfig(lr=3e-2, warmup_steps=10, batch_size=128, max_epochs=3)
     )
@@ -132,13 +144,17 @@ NON_SEMANTIC_KEYS = (
     ("data", "builtin"),
     ("data", "corpus"),
     ("data", "eval_records"),
+    ("model", "mixing"),  # inference only: the manifest records it beside the files
 )
 
 
 # Keys added after run directories existed, each with the value that reproduces the behaviour from before
 # it: left out of the hash at that value, so an upgrade does not make every trained file look stale (a
 # forget would then retrain every expert).
-ADDED_KEYS = {("trainer", "compile"): False}
+ADDED_KEYS = {
+    ("trainer", "compile"): False,
+    ("train", "base"): asdict(TrainConfig().base),  # only trains something when the registry has base sources
+}
 
 
 def load_config(config_path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -164,8 +180,12 @@ def load_config(config_path: str | Path | None = None, overrides: list[str] | tu
 
 
 def config_from_yaml(text: str) -> Config:
-    """A config saved next to a model version (already resolved), read back in struct mode."""
-    cfg = OmegaConf.merge(OmegaConf.structured(Config), OmegaConf.create(text))
+    """A config saved next to a model version (already resolved), read back in struct mode. One saved
+    before `model.mixing` existed mixed by the router's top-k, and keeps doing so."""
+    saved = OmegaConf.create(text)
+    cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)
+    if "model" in saved and "mixing" not in saved.model:
+        cfg.model.mixing.rule = "router"
     return OmegaConf.to_object(cfg)
 
 
@@ -201,13 +221,26 @@ def validate(config: Config) -> None:
             f"block for its exposure to be measured), got {m.expert.block_size}",
         ),
         (m.router.top_k >= 1, "model.router.top_k must be at least 1"),
+        (
+            m.mixing.rule in ("router", "posterior"),
+            f"model.mixing.rule must be router or posterior, got {m.mixing.rule!r}",
+        ),
+        (0.0 < m.mixing.decay <= 1.0, "model.mixing.decay must be in (0, 1]"),
+        (m.mixing.keep >= 1, "model.mixing.keep must be at least 1"),
+        (0.0 <= m.mixing.threshold < 1.0, "model.mixing.threshold must be in [0, 1)"),
+        (m.mixing.prune_after >= 0, "model.mixing.prune_after must be 0 or more"),
+        (0.0 < m.mixing.base_prior < 1.0, "model.mixing.base_prior must be in (0, 1)"),
         (config.trainer.threads >= 1, "trainer.threads must be at least 1"),
         (config.train.router.prefix_bytes >= 1, "train.router.prefix_bytes must be at least 1"),
         (config.train.router.label_stride >= 1, "train.router.label_stride must be at least 1"),
         (config.train.router.stage_records >= 0, "train.router.stage_records must be 0 (all) or more"),
         (config.train.router.replay_records >= 0, "train.router.replay_records must be 0 or more"),
     ]
-    for opt, name in [(config.train.expert, "train.expert"), (config.train.router, "train.router")]:
+    for opt, name in [
+        (config.train.expert, "train.expert"),
+        (config.train.base, "train.base"),
+        (config.train.router, "train.router"),
+    ]:
         checks.append((opt.batch_size >= 1, f"{name}.batch_size must be at least 1"))
         checks.append((opt.max_epochs >= 1, f"{name}.max_epochs must be at least 1"))
     names = [e.name for e in config.experts]

@@ -27,7 +27,7 @@ from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.rundir import DEFAULT_RUN_DIR
 from moe_unlearn.storage.builds import served_config
 from moe_unlearn.storage.registry import Registry, check_name, now
-from moe_unlearn.storage.sources import ingest_files
+from moe_unlearn.storage.sources import check_role, ingest_files
 from moe_unlearn.training.build import build_version
 from moe_unlearn.training.bundles import export_bundle, import_bundle, read_bundle
 from moe_unlearn.training.evaluate import evaluate
@@ -65,17 +65,20 @@ class Run:
         files: Sequence[str | Path],
         *,
         expert: str | None = None,
+        role: str | None = None,
         id_field: str = "id",
         text_field: str = "text",
         allow_forgotten: bool = False,
     ) -> dict:
-        """Add the records of `.txt`/`.jsonl` files to `source` (created if new, with an expert of the
-        same name unless `expert` is given), all or nothing. The next `train` trains what changed."""
+        """Add the records of `.txt`/`.jsonl` files to `source` (created if new, with `role`, default expert,
+        and an expert of the same name unless `expert` is given), all or nothing. The next `train` trains
+        what changed."""
         check_name("source", source)
+        check_role(role)  # before a new run directory is created
         with rundir.lock(self.run_dir):
             registry = self._open(None if self.exists() else load_config())  # new: default built-in corpus
             fields = {"id_field": id_field, "text_field": text_field, "allow_forgotten": allow_forgotten}
-            return ingest_files(registry, source, files, expert=expert, console=self.console, **fields)
+            return ingest_files(registry, source, files, expert=expert, role=role, console=self.console, **fields)
 
     def init(self, config: str | Path | None = None, overrides: Sequence[str] = ()) -> None:
         """Create the run directory (with the built-in corpus unless `data.builtin=false`) without training."""
@@ -235,6 +238,7 @@ class Run:
             "prompt": prompt,
             "text": new.decode("utf-8", errors="replace"),
             "expert_weights": {k: round(v, 4) for k, v in weights.items()},
+            "mixing": model.settings,
             "version": manifest["version"],
         }
 

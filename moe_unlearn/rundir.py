@@ -43,6 +43,7 @@ PROGRESS_FILE = "progress.json"  # files finished so far by a build that has not
 LOGS_DIR = "logs"
 EXPERTS_DIR = "experts"
 ROUTER_DIR = "router"
+BASE_FILE = "base.safetensors"  # the base model (only when the registry has base sources)
 
 
 def expert_file(name: str) -> str:

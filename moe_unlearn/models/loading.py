@@ -10,12 +10,14 @@ from pathlib import Path
 
 import torch
 
-from moe_unlearn.config import Config, config_from_yaml
+from moe_unlearn.config import Config, MixingConfig, config_from_yaml
 from moe_unlearn.errors import UserError
 from moe_unlearn.models.expert import ByteTransformer
+from moe_unlearn.models.mixing import from_manifest as mixing_from_manifest
 from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.models.router import Router
 from moe_unlearn.rundir import (
+    BASE_FILE,
     CONFIG_FILE,
     ROUTER_DIR,
     expert_file,
@@ -29,15 +31,27 @@ from moe_unlearn.storage.versions import load_tensors
 Tensors = dict[str, torch.Tensor]
 
 
-def compose(cfg: Config, experts: dict[str, Tensors], router_weights: Tensors) -> MixtureOfExperts:
-    """The composed model from tensors (expert name -> state dict, final router stage)."""
-    modules = {}
-    for name, tensors in experts.items():
-        modules[name] = ByteTransformer(cfg.model.expert)
-        modules[name].load_state_dict(tensors)
+def compose(
+    cfg: Config,
+    experts: dict[str, Tensors],
+    router_weights: Tensors,
+    base: Tensors | None = None,
+    mixing: tuple[MixingConfig, int] | None = None,
+) -> MixtureOfExperts:
+    """The composed model from tensors (expert name -> state dict, final router stage, the base model's
+    if any), mixed by `mixing` ((rule, router top-k); default: the config's)."""
+    modules = {name: _transformer(cfg, tensors) for name, tensors in experts.items()}
     router = Router(cfg.model.router, n_experts=len(experts))
     router.load_state_dict(router_weights)
-    return MixtureOfExperts(experts=modules, router=router, top_k=cfg.model.router.top_k).eval()
+    rule, top_k = mixing or (cfg.model.mixing, cfg.model.router.top_k)
+    base_model = _transformer(cfg, base) if base is not None else None
+    return MixtureOfExperts(experts=modules, router=router, top_k=top_k, mixing=rule, base=base_model).eval()
+
+
+def _transformer(cfg: Config, tensors: Tensors) -> ByteTransformer:
+    model = ByteTransformer(cfg.model.expert)
+    model.load_state_dict(tensors)
+    return model
 
 
 def split_stage(tensors: Tensors) -> tuple[Tensors, Tensors]:
@@ -69,7 +83,8 @@ def load_version(run_dir: Path, n: int) -> tuple[MixtureOfExperts, dict]:
         if path.startswith(f"{ROUTER_DIR}/") and path != last:
             load_tensors(vdir / path, entry["sha256"])
     weights, _ = split_stage(load_tensors(vdir / last, files[last]["sha256"]))
-    return compose(cfg, experts, weights), manifest
+    base = load_tensors(vdir / BASE_FILE, files[BASE_FILE]["sha256"]) if BASE_FILE in files else None
+    return compose(cfg, experts, weights, base, mixing_from_manifest(manifest)), manifest
 
 
 class CurrentModel:

@@ -1,9 +1,11 @@
-"""The composed model: p(x_t | x_<t) = sum over the top-k experts e of w_e(x_<t) * p_e(x_t | x_<t).
+"""The composed model: p(x_t | x_<t) = sum over candidates c of w_c(t) * p_c(x_t | x_<t).
 
-Router weights are renormalised over the chosen k. Likelihoods are defined chunk by chunk (each
-chunk of `block_size` bytes starts from BOS), exactly as the experts were trained, so `score` gives
-true bits per byte. `generate` samples with its own seeded generator (batching-independent); `sample`
-yields the same bytes one at a time (streaming). `score_batch` scores many texts in one padded forward.
+The candidates are the experts and, when the version has one, the base model; the weights w_c(t)
+come from the mixing rule (models/mixing.py: the router's top-k, or the posterior with the router as
+prior) and depend on bytes before t only. Likelihoods are defined chunk by chunk (each chunk of
+`block_size` bytes starts from BOS), exactly as the experts were trained, so `score` gives true bits
+per byte. `generate` samples with its own seeded generator (batching-independent); `sample` yields the
+same bytes one at a time (streaming). `score_batch` scores many texts in one padded forward.
 """
 
 import math
@@ -12,23 +14,58 @@ from collections.abc import Iterator
 import torch
 from torch import nn
 
+from moe_unlearn.config import MixingConfig
 from moe_unlearn.data.examples import BOS, IGNORE, chunks, lm_example, pad_collate
+from moe_unlearn.models import mixing as rules
 from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.router import Router, expert_weights
 
+BASE = "base"  # the base model's name among the candidates
+
 
 class MixtureOfExperts(nn.Module):
-    def __init__(self, *, experts: dict[str, ByteTransformer], router: Router, top_k: int):
+    def __init__(
+        self,
+        *,
+        experts: dict[str, ByteTransformer],
+        router: Router,
+        top_k: int,
+        mixing: MixingConfig | None = None,
+        base: ByteTransformer | None = None,
+    ):
         super().__init__()
         if router.n_experts != len(experts):
             raise ValueError(f"router has {router.n_experts} outputs for {len(experts)} experts")
-        self.names = list(experts)
+        self.mixing = mixing or MixingConfig(rule="router")
+        self.posterior = self.mixing.rule == "posterior"
+        self.names = list(experts) + ([BASE] if base is not None and self.posterior else [])
         self.experts = nn.ModuleList(experts.values())
+        self.base = base
         self.router, self.top_k = router, top_k
         self.block_size = min(e.cfg.block_size for e in self.experts)
 
+    @property
+    def candidates(self) -> list[ByteTransformer]:
+        """The models mixed, in the order of `names`."""
+        return list(self.experts) + ([self.base] if len(self.names) > len(self.experts) else [])
+
+    @property
+    def settings(self) -> dict:
+        """The mixing settings, for every answer to name the rule that produced it."""
+        return rules.settings(self.mixing, self.top_k, has_base=self.base is not None)
+
+    def _log_prior(self, router_logits: torch.Tensor) -> torch.Tensor:
+        has_base = len(self.names) > len(self.experts)
+        return rules.log_prior(router_logits, self.mixing.base_prior if has_base else None)
+
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(log p of the next byte (B, T, 256), expert weights (B, T, n_experts)) for BOS-first inputs."""
+        """(log p of the next byte (B, T, 256), candidate weights (B, T, len(names))) for BOS-first inputs."""
+        if self.posterior:
+            log_p = torch.stack([m(inputs).float().log_softmax(-1) for m in self.candidates], dim=2)  # (B, T, C, 256)
+            targets = torch.cat([inputs[:, 1:], torch.zeros_like(inputs[:, :1])], dim=1)  # the byte after each input
+            log_lik = log_p.gather(-1, targets[:, :, None, None].expand(-1, -1, log_p.shape[2], 1))[..., 0]
+            log_w, _ = rules.posterior_log_weights(log_lik, self._log_prior(self.router(inputs)), self.mixing)
+            return rules.mix(log_w, log_p), log_w.exp()
         weights = expert_weights(self.router(inputs), self.top_k)  # (B, T, K)
         # Only experts the router picked somewhere in the batch run; the others would add exp(-inf) = 0.
         used = (weights.flatten(0, 1) > 0).any(0).nonzero()[:, 0].tolist()
@@ -71,24 +108,42 @@ class MixtureOfExperts(nn.Module):
             part = order[start : start + max_rows]
             inputs, targets = pad_collate([examples[j] for j in part])  # (N, T) each
             real = targets != IGNORE
-            weights = expert_weights(self.router(inputs), self.top_k) * real[..., None]  # (N, T, K), 0 on padding
-            mixed = torch.full(targets.shape, -math.inf)  # log p of each target byte under the mixture, (N, T)
-            for e, expert in enumerate(self.experts):
-                rows = (weights[..., e] > 0).any(1).nonzero()[:, 0]
-                if len(rows):
-                    log_p = expert(inputs[rows]).float().log_softmax(-1)  # (n, T, 256)
-                    picked = log_p.gather(-1, targets[rows].clamp(min=0)[..., None])[..., 0]  # (n, T)
-                    mixed[rows] = torch.logaddexp(mixed[rows], picked + weights[rows, :, e].log())
+            mixed, weights = (self._posterior_targets if self.posterior else self._routed_targets)(inputs, targets)
+            weights = weights * real[..., None]  # 0 on padding
             owner = torch.tensor([owners[j] for j in part])
             nll.index_add_(0, owner, -torch.where(real, mixed, 0.0).double().sum(1))
             weight_sums.index_add_(0, owner, weights.sum(1))
         return [self._score_summary(nll[i].item(), weight_sums[i], len(data)) for i, data in enumerate(texts)]
+
+    def _routed_targets(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Router rule: (log p of each target byte under the mixture (N, T), weights (N, T, K)); every expert
+        runs on the rows that use it only."""
+        weights = expert_weights(self.router(inputs), self.top_k)  # (N, T, K)
+        weights = weights * (targets != IGNORE)[..., None]
+        mixed = torch.full(targets.shape, -math.inf)
+        for e, expert in enumerate(self.experts):
+            rows = (weights[..., e] > 0).any(1).nonzero()[:, 0]
+            if len(rows):
+                log_p = expert(inputs[rows]).float().log_softmax(-1)  # (n, T, 256)
+                picked = log_p.gather(-1, targets[rows].clamp(min=0)[..., None])[..., 0]  # (n, T)
+                mixed[rows] = torch.logaddexp(mixed[rows], picked + weights[rows, :, e].log())
+        return mixed, weights
+
+    def _posterior_targets(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior rule: (log p of each target byte under the mixture (N, T), weights (N, T, C))."""
+        safe = targets.clamp(min=0)[..., None]
+        log_lik = torch.stack(
+            [m(inputs).float().log_softmax(-1).gather(-1, safe)[..., 0] for m in self.candidates], dim=-1
+        )  # (N, T, C)
+        log_w, _ = rules.posterior_log_weights(log_lik, self._log_prior(self.router(inputs)), self.mixing)
+        return rules.mix(log_w, log_lik), log_w.exp()
 
     def _score_summary(self, nats: float, weight_sum: torch.Tensor, n: int) -> dict:
         return {
             "bits_per_byte": nats / math.log(2) / n if n else float("nan"),
             "bytes": n,
             "expert_weights": dict(zip(self.names, (weight_sum / max(n, 1)).tolist(), strict=True)),
+            "mixing": self.settings,
         }
 
     @torch.no_grad()
@@ -105,27 +160,44 @@ class MixtureOfExperts(nn.Module):
             raise ValueError(f"prefix and continuation exceed the model's {self.block_size}-byte context")
         head = torch.tensor([[BOS, *prefix]])  # position len(prefix) predicts the continuation's first byte
         prefilled = []
-        for expert in self.experts:
-            logits, cache = expert.prefill(head)
-            prefilled.append((logits[:, -1].float().log_softmax(-1), cache))  # (1, 256): the first byte
+        for model in self.candidates:
+            logits, cache = model.prefill(head)
+            prefilled.append((logits[0].float().log_softmax(-1), cache))  # (P + 1, 256)
+        state = None
+        if self.posterior:  # the evidence of the prefix's own bytes, shared by every continuation
+            prefix_lik = torch.stack([lp[:-1].gather(-1, head[0, 1:, None])[:, 0] for lp, _ in prefilled], -1)
+            _, state = rules.posterior_log_weights(
+                prefix_lik[None], self._log_prior(self.router(head)[:, :-1]), self.mixing
+            )
         everything = torch.frombuffer(bytearray(b"".join(continuations)), dtype=torch.uint8).long().view(-1, n)
         out = []
         for start in range(0, len(continuations), batch_size):
             targets = everything[start : start + batch_size]  # (N, n)
             tails = targets[:, :-1]  # the continuation bytes that are inputs (predicting the next one)
-            logits = self.router.classify(self.router.continuation_features(head, tails))
-            weights = expert_weights(logits, self.top_k)  # (N, n, K)
-            used = (weights.flatten(0, 1) > 0).any(0).nonzero()[:, 0].tolist()
-            per_expert = []  # log p_e(target byte), (N, n) per used expert: only the targets are mixed
-            for i in used:
-                first, cache = prefilled[i]
-                lp = first.expand(len(targets), -1)[:, None]  # (N, 1, 256)
-                if n > 1:
-                    lp = torch.cat([lp, self.experts[i].extend(cache, tails).float().log_softmax(-1)], dim=1)
-                per_expert.append(lp.gather(-1, targets[..., None])[..., 0])
-            mixed = torch.logsumexp(torch.stack(per_expert, dim=-1) + weights[..., used].log(), dim=-1)  # (N, n)
+            logits = self.router.classify(self.router.continuation_features(head, tails))  # (N, n, K)
+            if self.posterior:
+                log_lik = self._continuation_lik(prefilled, range(len(prefilled)), targets, tails)
+                shared = (state[0].expand(len(targets), -1), state[1].expand(len(targets), -1), state[2])
+                log_w, _ = rules.posterior_log_weights(log_lik, self._log_prior(logits), self.mixing, shared)
+                mixed = rules.mix(log_w, log_lik)
+            else:
+                weights = expert_weights(logits, self.top_k)  # (N, n, K)
+                used = (weights.flatten(0, 1) > 0).any(0).nonzero()[:, 0].tolist()
+                log_lik = self._continuation_lik(prefilled, used, targets, tails)  # only the targets are mixed
+                mixed = torch.logsumexp(log_lik + weights[..., used].log(), dim=-1)  # (N, n)
             out.append(mixed.double().sum(-1))
         return torch.cat(out)
+
+    def _continuation_lik(self, prefilled: list, used, targets: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:
+        """log p_c(target byte) (N, n, len(used)) of each continuation under each used candidate."""
+        per_candidate = []
+        for i in used:
+            first, cache = prefilled[i]
+            lp = first[-1].expand(len(targets), -1)[:, None]  # (N, 1, 256)
+            if tails.shape[1]:
+                lp = torch.cat([lp, self.candidates[i].extend(cache, tails).float().log_softmax(-1)], dim=1)
+            per_candidate.append(lp.gather(-1, targets[..., None])[..., 0])
+        return torch.stack(per_candidate, dim=-1)
 
     @torch.no_grad()
     def route(self, prefixes: list[bytes]) -> torch.Tensor:

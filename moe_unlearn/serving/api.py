@@ -85,7 +85,8 @@ class GenerateAPI(ModelAPI):
         out = []
         for r in requests:
             new, weights = model.generate(r.prompt.encode("utf-8"), r.max_new_bytes, r.temperature, r.top_k, r.seed)
-            out.append({"text": new.decode("utf-8", errors="replace"), **rounded(weights), "version": version})
+            text = new.decode("utf-8", errors="replace")
+            out.append({"text": text, **rounded(weights), "mixing": model.settings, "version": version})
         return out
 
     def encode_response(self, output):
@@ -115,7 +116,14 @@ class GenerateStreamAPI(ModelAPI):
         means = weight_sum / max(1, r.max_new_bytes)
         weights = dict(zip(model.names, means.tolist(), strict=True))
         tail = decoder.decode(b"", final=True)
-        yield {"text": tail, "done": True, "bytes": r.max_new_bytes, **rounded(weights), "version": version}
+        yield {
+            "text": tail,
+            "done": True,
+            "bytes": r.max_new_bytes,
+            **rounded(weights),
+            "mixing": model.settings,
+            "version": version,
+        }
 
     def encode_response(self, outputs):
         yield from outputs
@@ -135,6 +143,7 @@ class ScoreAPI(ModelAPI):
                 "bits_per_byte": r["bits_per_byte"],
                 "bytes": r["bytes"],
                 **rounded(r["expert_weights"]),
+                "mixing": r["mixing"],
                 "version": version,
             }
             for r in model.score_batch(texts)
@@ -179,6 +188,7 @@ class CompletionsAPI(ModelAPI):
                         "total_tokens": len(prompt) + len(new),
                     },
                     **rounded(weights),
+                    "mixing": model.settings,
                     "version": version,
                 }
             )

@@ -16,7 +16,9 @@ from moe_unlearn.config import Config, config_hash
 from moe_unlearn.data.splits import ids_digest
 from moe_unlearn.errors import UserError
 from moe_unlearn.models.loading import compose, join_stage, split_stage
-from moe_unlearn.rundir import CONFIG_FILE, version_dir
+from moe_unlearn.models.mixing import saved_settings
+from moe_unlearn.models.mixing import settings as mixing_settings
+from moe_unlearn.rundir import BASE_FILE, CONFIG_FILE, version_dir
 from moe_unlearn.storage.builds import (
     go_live,
     link,
@@ -96,7 +98,9 @@ def build_version(
         if old["files"].get(j.path, {}).get("lineage") == j.lineage
         and not (only and j.expert in only and j.kind == "expert")
     }
-    if current is not None and len(reusable) == len(jobs) and old.get("experts") == experts:
+    mixing = mixing_settings(cfg.model.mixing, cfg.model.router.top_k, has_base=any(j.kind == "base" for j in jobs))
+    same_mixing = saved_settings(old) == mixing
+    if current is not None and len(reusable) == len(jobs) and old.get("experts") == experts and same_mixing:
         console.print(f"Version {current} is up to date: nothing to train.")
         return old
 
@@ -153,6 +157,7 @@ def _manifest(cfg, build: Build, experts, source_map, files: dict, model, heldou
         "experts": experts,
         "sources": source_map,
         "top_k": cfg.model.router.top_k,
+        "mixing": mixing_settings(cfg.model.mixing, cfg.model.router.top_k, has_base=BASE_FILE in files),
         "files": files,
         "trained": [path for path, e in files.items() if e["trained_in_version"] == build.n],
         "eval": ev,
