@@ -28,6 +28,7 @@ class CorpusConfig:
     seed: int = 0  # corpus generator seed (independent of the training seed)
     canaries: int = 0  # canary records with a random secret, spread over the domains
     canary_repeats: int = 1  # times each canary is inserted (1..10)
+    base_domains: int = 0  # built-in domains after the first `domains` written as base sources (0: no base)
 
 
 @dataclass
@@ -36,6 +37,7 @@ class DataConfig:
     corpus: CorpusConfig = field(default_factory=CorpusConfig)
     heldout_fraction: float = 0.1  # share of each source held out (seeded hash of the record id)
     eval_records: int = 100  # held-out records per source scored after training (reporting only)
+    base_sources: list[str] = field(default_factory=list)  # sources that must have the role base (ingest --role)
 
 
 @dataclass
@@ -105,6 +107,7 @@ class TrainConfig:
     experts: list[str] | None = None  # train only these experts (others reused); null: all as needed
     expert: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, grad_clip=1.0))
     base: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, grad_clip=1.0))  # with base sources
+    frozen: list[str] = field(default_factory=list)  # experts branched from the base keep these parts' weights
     router: RouterTrainConfig = field(
         default_factory=lambda: RouterTrainConfig(lr=3e-2, warmup_steps=10, batch_size=128, max_epochs=3)
     )
@@ -144,6 +147,7 @@ NON_SEMANTIC_KEYS = (
     ("data", "builtin"),
     ("data", "corpus"),
     ("data", "eval_records"),
+    ("data", "base_sources"),  # a check on the registry, whose roles are the truth
     ("model", "mixing"),  # inference only: the manifest records it beside the files
 )
 
@@ -154,6 +158,7 @@ NON_SEMANTIC_KEYS = (
 ADDED_KEYS = {
     ("trainer", "compile"): False,
     ("train", "base"): asdict(TrainConfig().base),  # only trains something when the registry has base sources
+    ("train", "frozen"): [],
 }
 
 
@@ -211,6 +216,8 @@ def validate(config: Config) -> None:
     m, c = config.model, config.data.corpus
     checks = [
         (1 <= c.domains <= 16, f"data.corpus.domains must be 1..16, got {c.domains}"),
+        (c.base_domains >= 0, f"data.corpus.base_domains must be 0 or more, got {c.base_domains}"),
+        (c.domains + c.base_domains <= 16, "data.corpus.domains + data.corpus.base_domains must be at most 16"),
         (1 <= c.canary_repeats <= 10, f"data.corpus.canary_repeats must be 1..10, got {c.canary_repeats}"),
         (0.0 <= config.data.heldout_fraction < 1.0, "data.heldout_fraction must be in [0, 1)"),
         (m.expert.d_model % m.expert.n_head == 0, "model.expert.d_model must be divisible by model.expert.n_head"),

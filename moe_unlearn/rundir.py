@@ -24,7 +24,7 @@ from pathlib import Path
 from rich.console import Console
 
 from moe_unlearn.config import Config
-from moe_unlearn.data.corpus import generate_corpus
+from moe_unlearn.data.corpus import base_corpus_domains, generate_corpus
 from moe_unlearn.errors import UserError
 from moe_unlearn.storage.registry import Registry
 
@@ -158,12 +158,21 @@ def check_corpus(registry: Registry, run_dir: Path, cfg: Config) -> None:
     if not cfg.data.builtin:
         return
     stored = registry.get_meta("builtin_corpus")
-    wanted = json.dumps(asdict(cfg.data.corpus), sort_keys=True)
+    wanted = json.dumps(corpus_settings(cfg), sort_keys=True)
     if stored is not None and stored != wanted:
         raise UserError(
             f"data.corpus differs from the built-in corpus {run_dir} was created with ({stored}); "
             "the corpus is written once per run directory: use a new --run-dir"
         )
+
+
+def corpus_settings(cfg: Config) -> dict:
+    """The built-in corpus settings a run directory records (base_domains only when used, so directories
+    made before it existed still match)."""
+    settings = asdict(cfg.data.corpus)
+    if settings["base_domains"] == 0:
+        settings.pop("base_domains")
+    return settings
 
 
 def describe(run_dir: Path, registry: Registry) -> dict:
@@ -192,12 +201,18 @@ def _create(run_dir: Path, cfg: Config) -> None:
     with registry.transaction():
         if cfg.data.builtin:
             c = cfg.data.corpus
-            records = generate_corpus(c.domains, c.records_per_domain, c.seed, c.canaries, c.canary_repeats)
+            records = generate_corpus(
+                c.domains, c.records_per_domain, c.seed, c.canaries, c.canary_repeats, c.base_domains
+            )
             mapping = {s: spec.name for spec in cfg.experts for s in spec.sources}
+            base = set(base_corpus_domains(c.domains, c.base_domains))
             for source in dict.fromkeys(r.source for r in records):
-                registry.add_source(source, mapping.get(source, source), builtin=True)
+                if source in base:
+                    registry.add_source(source, None, builtin=True, role="base")
+                else:
+                    registry.add_source(source, mapping.get(source, source), builtin=True)
             registry.insert_records(records)
-            registry.set_meta("builtin_corpus", json.dumps(asdict(c), sort_keys=True))
+            registry.set_meta("builtin_corpus", json.dumps(corpus_settings(cfg), sort_keys=True))
     registry.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     registry.close()
     for suffix in ("-wal", "-shm"):

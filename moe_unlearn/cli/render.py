@@ -7,6 +7,7 @@ from rich.table import Table
 
 from moe_unlearn.audit.report import summary_rows
 from moe_unlearn.cli.common import err, out
+from moe_unlearn.models.mixing import saved_settings
 from moe_unlearn.unlearning.certificate import summary as certificate_summary
 
 
@@ -41,7 +42,10 @@ def render_training(m: dict) -> None:
 
 
 def render_ingest(r: dict) -> None:
-    out.print(f"added {r['records_added']:,} records to source {r['source']!r} (expert {r['expert']!r})")
+    if r.get("role") == "base":
+        out.print(f"added {r['records_added']:,} records to base source {r['source']!r} (trains the base model)")
+    else:
+        out.print(f"added {r['records_added']:,} records to source {r['source']!r} (expert {r['expert']!r})")
 
 
 def render_export(r: dict) -> None:
@@ -68,8 +72,10 @@ def render_request_result(r: dict) -> None:
         if r["record_count"] > 20:
             out.print(f"  ... and {r['record_count'] - 20:,} more")
         w = r["would_retrain"]
+        if w.get("full_rebuild"):
+            out.print("full rebuild: base-source records trained the base model, which every expert branches from")
         out.print(
-            f"would retrain experts: {', '.join(w['experts']) or 'none'}; "
+            f"would retrain {'the base model, ' if w.get('base') else ''}experts: {', '.join(w['experts']) or 'none'}; "
             f"router stages: {', '.join(map(str, w['router_stages'])) or 'none'}. Nothing was changed."
         )
     elif "chain_hash" in r:
@@ -103,14 +109,23 @@ def render_audit(r: dict) -> None:
 
 def render_generate(r: dict) -> None:
     out.print(f"[dim]{_escape(r['prompt'])}[/]{_escape(r['text'])}", highlight=False)
-    err.print(f"version {r['version']}, experts: {_weights(r['expert_weights'])}")  # stdout holds only the text
+    # stdout holds only the text
+    err.print(f"version {r['version']}, experts: {_weights(r['expert_weights'])}; {mixing_text(r['mixing'])}")
 
 
 def render_score(r: dict) -> None:
     out.print(
         f"{r['bits_per_byte']:.3f} bits/byte over {r['bytes']} bytes (version {r['version']}); "
-        f"experts: {_weights(r['expert_weights'])}"
+        f"experts: {_weights(r['expert_weights'])}; {mixing_text(r['mixing'])}"
     )
+
+
+def mixing_text(settings: dict) -> str:
+    """The mixing rule in words: 'mixing: router top-2' or 'mixing: posterior (decay 0.98, ...)'."""
+    if settings["rule"] == "router":
+        return f"mixing: router top-{settings['top_k']}"
+    details = ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in settings.items() if k != "rule")
+    return f"mixing: {settings['rule']} ({details})"
 
 
 def render_canaries(r: dict) -> None:
@@ -139,7 +154,8 @@ def render_registry(info: dict) -> None:
         return
     out.print(
         f"current version {m['version']} (created {m['created']}, config {m['config_sha256'][:12]}, "
-        f"torch {m['environment']['torch']}, {m['environment']['threads']} threads)"
+        f"torch {m['environment']['torch']}, {m['environment']['threads']} threads); "
+        f"{mixing_text(saved_settings(m))}"
     )
     out.print(_manifest_table(m))
     if info["requests"]:
@@ -150,13 +166,14 @@ def render_registry(info: dict) -> None:
 
 def _sources_table(info: dict) -> Table:
     table = Table(title=f"run {info['run_dir']}", title_justify="left")
-    for col in ("stage", "expert", "source", "built-in", "records"):
+    for col in ("stage", "expert", "source", "role", "built-in", "records"):
         table.add_column(col)
     for s in info["sources"]:
         table.add_row(
-            str(info["experts"].index(s["expert"])),
+            str(info["experts"].index(s["expert"])) if s["expert"] in info["experts"] else "",  # base: no stage
             s["expert"],
             s["name"],
+            s["role"],
             "yes" if s["builtin"] else "",
             f"{s['records']:,}",
         )

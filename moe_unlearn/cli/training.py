@@ -54,6 +54,15 @@ def ingest(
     ],
     source: Annotated[str, typer.Option("--source", help="Source the records belong to (created if new).")],
     expert: Annotated[str | None, typer.Option("--expert", help="Expert of a new source (default: its own).")] = None,
+    role: Annotated[
+        str | None,
+        typer.Option(
+            "--role",
+            metavar="[expert|base]",
+            help="Role of a new source (default: expert). A base source is declared never forgotten; it trains "
+            "the shared base model, and forgetting from it rebuilds every expert.",
+        ),
+    ] = None,
     id_field: IdField = "id",
     text_field: TextField = "text",
     allow_forgotten: AllowForgotten = False,
@@ -65,9 +74,8 @@ def ingest(
     Files are streamed (never read whole), with a progress bar over the bytes read; a bad line stops the
     ingest with FILE:LINE and nothing added.
     """
-    result = Run(run_dir, console=err).ingest(
-        source, files, expert=expert, id_field=id_field, text_field=text_field, allow_forgotten=allow_forgotten
-    )
+    fields = {"id_field": id_field, "text_field": text_field, "allow_forgotten": allow_forgotten}
+    result = Run(run_dir, console=err).ingest(source, files, expert=expert, role=role, **fields)
     emit(result, as_json, render_ingest)
 
 

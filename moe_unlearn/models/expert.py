@@ -77,17 +77,26 @@ class ByteTransformer(nn.Module):
                 nn.init.normal_(p, mean=0.0, std=0.02 / (2 * cfg.n_layer) ** 0.5)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.logits(self.hidden(inputs))
+
+    def hidden(self, inputs: torch.Tensor) -> torch.Tensor:
+        """The final hidden states (B, T, d_model), before the output head (a router reads the base's)."""
         return self._run(inputs, None)[0]
+
+    def logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """Next-byte logits (..., 256) from hidden states: tied with the byte embeddings."""
+        return hidden @ self.tok.weight[:VOCAB].T
 
     @torch.no_grad()
     def prefill(self, prefix: torch.Tensor) -> tuple[torch.Tensor, list[KV]]:
-        """(logits (1, P, 256), per-layer keys and values) of one shared prefix (1, P), BOS first."""
+        """(hidden states (1, P, d_model), per-layer keys and values) of one shared prefix (1, P), BOS
+        first; `logits` turns the hidden states into next-byte logits."""
         return self._run(prefix, None)
 
     @torch.no_grad()
     def extend(self, cache: list[KV], inputs: torch.Tensor) -> torch.Tensor:
-        """Logits (N, S, 256) for N continuations (N, S) of the prefix `cache` came from: attention over
-        the prefix is computed once for all of them (scoring many candidates after one prompt)."""
+        """Hidden states (N, S, d_model) for N continuations (N, S) of the prefix `cache` came from:
+        attention over the prefix is computed once for all of them (many candidates after one prompt)."""
         return self._run(inputs, cache)[0]
 
     def _run(self, inputs: torch.Tensor, cache: list[KV] | None) -> tuple[torch.Tensor, list[KV]]:
@@ -100,7 +109,7 @@ class ByteTransformer(nn.Module):
         for i, block in enumerate(self.blocks):
             x, kv = block(x, None if cache is None else cache[i])
             kvs.append(kv)
-        return self.ln_f(x) @ self.tok.weight[:VOCAB].T, kvs  # (B, T, 256), tied with the byte embeddings
+        return self.ln_f(x), kvs  # (B, T, d_model)
 
 
 def _init_weights(module: nn.Module) -> None:

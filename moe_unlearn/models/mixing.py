@@ -15,8 +15,9 @@ evidence, so a text can change domain. Pruning: from byte `prune_after` of a chu
 candidates outside the `keep` most probable hold less than `threshold` of the weight at t, they are
 dropped from t to the end of the chunk (they need not be computed any more, so serving costs about
 `keep` experts). Not earlier: after a few bytes one expert can lead by e^5 on the date or place a
-record opens with, and pruning then cost 0.23 bits/byte (0.79 against 0.56 on the default model). The weights for byte t use
-bytes before t only: bits per byte stay true likelihoods. Every chunk (BOS first) starts afresh.
+record opens with, and pruning then cost 0.23 bits/byte (0.79 against 0.56 on the default model).
+The weights for byte t use bytes before t only: bits per byte stay true likelihoods. Every chunk
+(BOS first) starts afresh.
 """
 
 import math

@@ -18,7 +18,7 @@ from moe_unlearn.config import MixingConfig
 from moe_unlearn.data.examples import BOS, IGNORE, chunks, lm_example, pad_collate
 from moe_unlearn.models import mixing as rules
 from moe_unlearn.models.expert import ByteTransformer
-from moe_unlearn.models.router import Router, expert_weights
+from moe_unlearn.models.router import FeatureRouter, Router, expert_weights, running_mean
 
 BASE = "base"  # the base model's name among the candidates
 
@@ -28,7 +28,7 @@ class MixtureOfExperts(nn.Module):
         self,
         *,
         experts: dict[str, ByteTransformer],
-        router: Router,
+        router: Router | FeatureRouter,
         top_k: int,
         mixing: MixingConfig | None = None,
         base: ByteTransformer | None = None,
@@ -54,6 +54,23 @@ class MixtureOfExperts(nn.Module):
         """The mixing settings, for every answer to name the rule that produced it."""
         return rules.settings(self.mixing, self.top_k, has_base=self.base is not None)
 
+    def router_logits(self, inputs: torch.Tensor, base_hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """The router's expert logits (B, T, n_experts) for BOS-first inputs: from the bytes, or (a
+        FeatureRouter) from the base's hidden states, `base_hidden` when the caller has them."""
+        if isinstance(self.router, FeatureRouter):
+            return self.router(running_mean(self.base.hidden(inputs) if base_hidden is None else base_hidden))
+        return self.router(inputs)
+
+    def _candidate_log_probs(self, inputs: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+        """Every candidate's next-byte log-probabilities (B, T, 256), and the base's hidden states if it ran."""
+        out, base_hidden = [], None
+        for model in self.candidates:
+            hidden = model.hidden(inputs)
+            if model is self.base:
+                base_hidden = hidden
+            out.append(model.logits(hidden).float().log_softmax(-1))
+        return out, base_hidden
+
     def _log_prior(self, router_logits: torch.Tensor) -> torch.Tensor:
         has_base = len(self.names) > len(self.experts)
         return rules.log_prior(router_logits, self.mixing.base_prior if has_base else None)
@@ -61,12 +78,14 @@ class MixtureOfExperts(nn.Module):
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p of the next byte (B, T, 256), candidate weights (B, T, len(names))) for BOS-first inputs."""
         if self.posterior:
-            log_p = torch.stack([m(inputs).float().log_softmax(-1) for m in self.candidates], dim=2)  # (B, T, C, 256)
+            per_candidate, base_hidden = self._candidate_log_probs(inputs)
+            log_p = torch.stack(per_candidate, dim=2)  # (B, T, C, 256)
             targets = torch.cat([inputs[:, 1:], torch.zeros_like(inputs[:, :1])], dim=1)  # the byte after each input
             log_lik = log_p.gather(-1, targets[:, :, None, None].expand(-1, -1, log_p.shape[2], 1))[..., 0]
-            log_w, _ = rules.posterior_log_weights(log_lik, self._log_prior(self.router(inputs)), self.mixing)
+            prior = self._log_prior(self.router_logits(inputs, base_hidden))
+            log_w, _ = rules.posterior_log_weights(log_lik, prior, self.mixing)
             return rules.mix(log_w, log_p), log_w.exp()
-        weights = expert_weights(self.router(inputs), self.top_k)  # (B, T, K)
+        weights = expert_weights(self.router_logits(inputs), self.top_k)  # (B, T, K)
         # Only experts the router picked somewhere in the batch run; the others would add exp(-inf) = 0.
         used = (weights.flatten(0, 1) > 0).any(0).nonzero()[:, 0].tolist()
         log_p = torch.stack([self.experts[i](inputs).float().log_softmax(-1) for i in used], dim=2)  # (B, T, k, 256)
@@ -118,7 +137,7 @@ class MixtureOfExperts(nn.Module):
     def _routed_targets(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Router rule: (log p of each target byte under the mixture (N, T), weights (N, T, K)); every expert
         runs on the rows that use it only."""
-        weights = expert_weights(self.router(inputs), self.top_k)  # (N, T, K)
+        weights = expert_weights(self.router_logits(inputs), self.top_k)  # (N, T, K)
         weights = weights * (targets != IGNORE)[..., None]
         mixed = torch.full(targets.shape, -math.inf)
         for e, expert in enumerate(self.experts):
@@ -132,10 +151,10 @@ class MixtureOfExperts(nn.Module):
     def _posterior_targets(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Posterior rule: (log p of each target byte under the mixture (N, T), weights (N, T, C))."""
         safe = targets.clamp(min=0)[..., None]
-        log_lik = torch.stack(
-            [m(inputs).float().log_softmax(-1).gather(-1, safe)[..., 0] for m in self.candidates], dim=-1
-        )  # (N, T, C)
-        log_w, _ = rules.posterior_log_weights(log_lik, self._log_prior(self.router(inputs)), self.mixing)
+        per_candidate, base_hidden = self._candidate_log_probs(inputs)
+        log_lik = torch.stack([lp.gather(-1, safe)[..., 0] for lp in per_candidate], dim=-1)  # (N, T, C)
+        prior = self._log_prior(self.router_logits(inputs, base_hidden))
+        log_w, _ = rules.posterior_log_weights(log_lik, prior, self.mixing)
         return rules.mix(log_w, log_lik), log_w.exp()
 
     def _score_summary(self, nats: float, weight_sum: torch.Tensor, n: int) -> dict:
@@ -161,20 +180,20 @@ class MixtureOfExperts(nn.Module):
         head = torch.tensor([[BOS, *prefix]])  # position len(prefix) predicts the continuation's first byte
         prefilled = []
         for model in self.candidates:
-            logits, cache = model.prefill(head)
-            prefilled.append((logits[0].float().log_softmax(-1), cache))  # (P + 1, 256)
+            hidden, cache = model.prefill(head)
+            prefilled.append((model.logits(hidden[0]).float().log_softmax(-1), cache))  # (P + 1, 256)
+        base_cache = self.base.prefill(head) if isinstance(self.router, FeatureRouter) else None
+        head_logits = self.router_logits(head, base_cache[0] if base_cache else None)  # (1, P + 1, K)
         state = None
         if self.posterior:  # the evidence of the prefix's own bytes, shared by every continuation
             prefix_lik = torch.stack([lp[:-1].gather(-1, head[0, 1:, None])[:, 0] for lp, _ in prefilled], -1)
-            _, state = rules.posterior_log_weights(
-                prefix_lik[None], self._log_prior(self.router(head)[:, :-1]), self.mixing
-            )
+            _, state = rules.posterior_log_weights(prefix_lik[None], self._log_prior(head_logits[:, :-1]), self.mixing)
         everything = torch.frombuffer(bytearray(b"".join(continuations)), dtype=torch.uint8).long().view(-1, n)
         out = []
         for start in range(0, len(continuations), batch_size):
             targets = everything[start : start + batch_size]  # (N, n)
             tails = targets[:, :-1]  # the continuation bytes that are inputs (predicting the next one)
-            logits = self.router.classify(self.router.continuation_features(head, tails))  # (N, n, K)
+            logits = self._continuation_router_logits(head, tails, head_logits, base_cache)  # (N, n, K)
             if self.posterior:
                 log_lik = self._continuation_lik(prefilled, range(len(prefilled)), targets, tails)
                 shared = (state[0].expand(len(targets), -1), state[1].expand(len(targets), -1), state[2])
@@ -188,6 +207,18 @@ class MixtureOfExperts(nn.Module):
             out.append(mixed.double().sum(-1))
         return torch.cat(out)
 
+    def _continuation_router_logits(self, head, tails, head_logits, base_cache) -> torch.Tensor:
+        """Router logits at the positions that predict each continuation's bytes (N, n, K)."""
+        if base_cache is None:
+            return self.router.classify(self.router.continuation_features(head, tails))
+        hidden, cache = base_cache  # (1, P + 1, C)
+        n = len(tails)
+        if tails.shape[1] == 0:
+            return head_logits[:, -1:].expand(n, -1, -1)
+        sums = hidden[0].float().sum(0).expand(n, -1)  # positions 0..P
+        tail_features = running_mean(self.base.extend(cache, tails), sums, hidden.shape[1])  # (N, n - 1, C)
+        return torch.cat([head_logits[:, -1:].expand(n, -1, -1), self.router(tail_features)], dim=1)
+
     def _continuation_lik(self, prefilled: list, used, targets: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:
         """log p_c(target byte) (N, n, len(used)) of each continuation under each used candidate."""
         per_candidate = []
@@ -195,7 +226,8 @@ class MixtureOfExperts(nn.Module):
             first, cache = prefilled[i]
             lp = first[-1].expand(len(targets), -1)[:, None]  # (N, 1, 256)
             if tails.shape[1]:
-                lp = torch.cat([lp, self.candidates[i].extend(cache, tails).float().log_softmax(-1)], dim=1)
+                model = self.candidates[i]
+                lp = torch.cat([lp, model.logits(model.extend(cache, tails)).float().log_softmax(-1)], dim=1)
             per_candidate.append(lp.gather(-1, targets[..., None])[..., 0])
         return torch.stack(per_candidate, dim=-1)
 
@@ -206,7 +238,7 @@ class MixtureOfExperts(nn.Module):
         for data in prefixes:
             data = data[-(self.block_size - 1) :] if len(data) >= self.block_size else data
             inputs = torch.tensor([[BOS, *data]])
-            out.append(self.router(inputs)[0, -1].float().softmax(-1))
+            out.append(self.router_logits(inputs)[0, -1].float().softmax(-1))
         return torch.stack(out)
 
     def generate(

@@ -87,12 +87,62 @@ class Router(nn.Module):
     def grow(self, generator: torch.Generator) -> "Router":
         """A copy with one more head row (a new expert), the new row drawn from `generator`."""
         bigger = Router(self.cfg, self.n_experts + 1)
-        state = {k: v.clone() for k, v in self.state_dict().items()}
-        new_row = torch.randn(1, self.cfg.hidden, generator=generator) * 0.02
-        state["head.weight"] = torch.cat([state["head.weight"], new_row])
-        state["head.bias"] = torch.cat([state["head.bias"], torch.zeros(1)])
-        bigger.load_state_dict(state)
+        bigger.load_state_dict(_grown_state(self, generator))
         return bigger
+
+
+class FeatureRouter(nn.Module):
+    """The router as a head on the frozen base model's features (used when a version has a base):
+
+        f_t = mean_{s <= t} h_s    h: the base's final hidden states (position s has seen bytes < s)
+        logits_t = head(MLP(f_t))
+
+    The base is not part of it (nor of its file): a stage trains only this head, on features computed
+    once per record (training/features.py), so a stage costs a small fraction of an expert."""
+
+    def __init__(self, cfg: RouterModelConfig, d_in: int, n_experts: int):
+        super().__init__()
+        self.cfg = cfg
+        self.mlp = nn.Sequential(nn.LayerNorm(d_in), nn.Linear(d_in, cfg.hidden), nn.GELU())
+        self.head = nn.Linear(cfg.hidden, n_experts)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
+
+    @property
+    def n_experts(self) -> int:
+        return self.head.out_features
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Expert logits from running-mean base features (..., d_in)."""
+        return self.classify(features)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.mlp(features))
+
+    def grow(self, generator: torch.Generator) -> "FeatureRouter":
+        """A copy with one more head row (a new expert), the new row drawn from `generator`."""
+        bigger = FeatureRouter(self.cfg, self.mlp[0].normalized_shape[0], self.n_experts + 1)
+        bigger.load_state_dict(_grown_state(self, generator))
+        return bigger
+
+
+def running_mean(hidden: torch.Tensor, start: torch.Tensor | None = None, count: int = 0) -> torch.Tensor:
+    """mean_{s <= t} hidden_s along dim 1 (B, T, C); `start` (B, C) sums `count` earlier positions."""
+    sums = hidden.float().cumsum(dim=1)
+    if start is not None:
+        sums = sums + start[:, None]
+    counts = torch.arange(count + 1, count + 1 + hidden.shape[1], dtype=sums.dtype, device=sums.device)
+    return sums / counts[None, :, None]
+
+
+def _grown_state(router: nn.Module, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    state = {k: v.clone() for k, v in router.state_dict().items()}
+    new_row = torch.randn(1, router.cfg.hidden, generator=generator) * 0.02
+    state["head.weight"] = torch.cat([state["head.weight"], new_row])
+    state["head.bias"] = torch.cat([state["head.bias"], torch.zeros(1)])
+    return state
 
 
 def expert_weights(logits: torch.Tensor, top_k: int) -> torch.Tensor:

@@ -1,9 +1,9 @@
 """The registry: one SQLite database per run directory (sources, experts, records, versions,
 forget requests and the certificate chain).
 
-Expert order (the order of addition) is the router's stage order. Records carry a keyed hash
-(HMAC-SHA256 with a key private to the run directory), so deletion certificates can name them
-without their text. Writes happen in `transaction()`: all or nothing.
+Expert order (the order of addition) is the router's stage order; base sources map to the row `base` at
+position -1 (no stage). Records carry a keyed hash (HMAC-SHA256 with a key private to the run directory),
+so deletion certificates can name them without their text. Writes happen in `transaction()`: all or nothing.
 
 Forgetting has two phases. A *tombstone* (or, for a whole source or expert, a *retirement*) hides
 records from every training at once; the row with the text is deleted only by the scrub after the
@@ -30,7 +30,7 @@ CREATE TABLE IF NOT EXISTS experts (
     name TEXT PRIMARY KEY, position INTEGER UNIQUE NOT NULL, added_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS sources (
     name TEXT PRIMARY KEY, expert TEXT NOT NULL REFERENCES experts(name),
-    builtin INTEGER NOT NULL, added_at TEXT NOT NULL);
+    builtin INTEGER NOT NULL, added_at TEXT NOT NULL, role TEXT NOT NULL DEFAULT 'expert');
 CREATE TABLE IF NOT EXISTS records (
     id TEXT PRIMARY KEY, source TEXT NOT NULL REFERENCES sources(name),
     hash TEXT NOT NULL, text TEXT NOT NULL, added_at TEXT NOT NULL);
@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS certificates (
     body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
 """
 
+ROLES = ("expert", "base")
+BASE = "base"  # the role, and the name of the experts row its sources map to
+
 GENESIS = "0" * 64  # prev_hash of the first certificate
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
@@ -65,6 +68,7 @@ class SourceInfo:
     expert: str
     builtin: bool
     records: int
+    role: str = "expert"
 
 
 def now() -> str:
@@ -134,22 +138,39 @@ class Registry:
     def add_expert(self, name: str) -> None:
         check_name("expert", name)
         position = self.db.execute("SELECT COALESCE(MAX(position) + 1, 0) FROM experts").fetchone()[0]
-        self.db.execute("INSERT INTO experts VALUES (?, ?, ?)", (name, position, now()))
+        self.db.execute("INSERT INTO experts VALUES (?, ?, ?)", (name, -1 if name == BASE else position, now()))
 
-    def add_source(self, name: str, expert: str, builtin: bool = False) -> None:
-        """A new source mapped to `expert` (created at the end of the expert order if new)."""
+    def add_source(self, name: str, expert: str | None, builtin: bool = False, role: str = "expert") -> None:
+        """A new source mapped to `expert` (default: its own name), created at the end of the expert order if
+        new; a base source maps to the base row (created with the first base source)."""
         check_name("source", name)
+        if role not in ROLES:
+            raise UserError(f"unknown role {role!r}; roles: {', '.join(ROLES)}")
+        if role == BASE and expert not in (None, BASE):
+            raise UserError(f"a base source trains the base model, not expert {expert!r}: leave out --expert")
+        expert = BASE if role == BASE else expert or name
+        if role != BASE and expert == BASE:
+            raise UserError("'base' is reserved for the base model: name the expert with --expert NAME")
         if self.has_source(name):
             raise UserError(f"source {name!r} already exists")
-        if expert not in self.experts():
+        if role == BASE and not self._has_roles():  # a registry made before roles gets the column now
+            self.db.execute("ALTER TABLE sources ADD COLUMN role TEXT NOT NULL DEFAULT 'expert'")
+        if not (self.base_sources() if role == BASE else expert in self.experts()):
             self.add_expert(expert)
-        self.db.execute("INSERT INTO sources VALUES (?, ?, ?, ?)", (name, expert, int(builtin), now()))
+        row = (name, expert, int(builtin), now())
+        self.db.execute("INSERT INTO sources (name, expert, builtin, added_at) VALUES (?, ?, ?, ?)", row)
+        if role == BASE:
+            self.db.execute("UPDATE sources SET role = ? WHERE name = ?", (role, name))
+
+    def _has_roles(self) -> bool:
+        """False for a registry made before sources had a role: read as all 'expert', not written to."""
+        return any(column[1] == "role" for column in self.db.execute("PRAGMA table_info(sources)"))
 
     def experts(self) -> list[str]:
         """Expert names in registry order (order of addition): the router's stage order."""
         rows = self.db.execute(
-            "SELECT name FROM experts WHERE name NOT IN (SELECT name FROM retired WHERE kind = 'expert') "
-            "ORDER BY position"
+            "SELECT name FROM experts WHERE position >= 0 "
+            "AND name NOT IN (SELECT name FROM retired WHERE kind = 'expert') ORDER BY position"
         )
         return [r[0] for r in rows]
 
@@ -162,13 +183,19 @@ class Registry:
         return row is not None
 
     def sources(self) -> list[SourceInfo]:
+        """Live sources in expert order (base sources first), then by name."""
+        role = "s.role" if self._has_roles() else "'expert'"
         rows = self.db.execute(
-            "SELECT s.name, s.expert, s.builtin, (SELECT COUNT(*) FROM records r WHERE r.source = s.name "
+            f"SELECT s.name, s.expert, s.builtin, {role}, (SELECT COUNT(*) FROM records r WHERE r.source = s.name "
             "AND r.id NOT IN (SELECT record_id FROM tombstones)) "
             "FROM sources s JOIN experts e ON e.name = s.expert "
             "WHERE s.name NOT IN (SELECT name FROM retired WHERE kind = 'source') ORDER BY e.position, s.name"
         )
-        return [SourceInfo(name, expert, bool(builtin), n) for name, expert, builtin, n in rows]
+        return [SourceInfo(name, expert, bool(builtin), n, role) for name, expert, builtin, role, n in rows]
+
+    def base_sources(self) -> list[str]:
+        """Live sources of role base, by name."""
+        return [s.name for s in self.sources() if s.role == BASE]
 
     def sources_of(self, expert: str) -> list[str]:
         rows = self.db.execute(
@@ -199,10 +226,7 @@ class Registry:
             if blocked:
                 self.allow_forgotten(r.id, r.source, digest)
             try:
-                self.db.execute(
-                    "INSERT INTO records VALUES (?, ?, ?, ?, ?)",
-                    (r.id, r.source, digest, r.text, stamp),
-                )
+                self.db.execute("INSERT INTO records VALUES (?, ?, ?, ?, ?)", (r.id, r.source, digest, r.text, stamp))
             except sqlite3.IntegrityError:
                 other = self.db.execute("SELECT source FROM records WHERE id = ?", (r.id,)).fetchone()
                 where = f"already in source {other[0]!r}" if other else "unknown source"
@@ -249,12 +273,8 @@ class Registry:
 
     def record_ids_of(self, source: str) -> list[tuple[str, str]]:
         """(id, keyed hash) of every live record of a source."""
-        rows = self.db.execute(
-            "SELECT id, hash FROM records WHERE source = ? AND id NOT IN (SELECT record_id FROM tombstones) "
-            "ORDER BY id",
-            (source,),
-        )
-        return list(rows)
+        query = "SELECT id, hash FROM records WHERE source = ? AND id NOT IN (SELECT record_id FROM tombstones)"
+        return list(self.db.execute(query + " ORDER BY id", (source,)))
 
     # --- forgetting -----------------------------------------------------------------------------
 

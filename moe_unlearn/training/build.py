@@ -1,5 +1,5 @@
 """Build one model version: reuse every file whose lineage is unchanged, train the rest in order
-(experts, then router stages 0..K-1), evaluate, and go live (moe_unlearn.storage.builds keeps the
+(the base, experts, then router stages 0..K-1), evaluate, and go live (moe_unlearn.storage.builds keeps the
 version directory consistent through all of it).
 """
 
@@ -28,7 +28,7 @@ from moe_unlearn.storage.builds import (
     start_build,
     unfinished_build,
 )
-from moe_unlearn.storage.registry import Registry, now
+from moe_unlearn.storage.registry import BASE, Registry, now
 from moe_unlearn.storage.versions import environment, load_tensors, save_tensors
 from moe_unlearn.training.distributed import is_primary
 from moe_unlearn.training.evaluate import evaluate
@@ -116,7 +116,7 @@ def build_version(
     unbuilt = [j.expert for j in jobs if j.kind == "expert" and j.path not in reusable | build.finished]
     missing = [e for e in unbuilt if only and e not in only]
     if missing:  # a share of the experts, the rest trained elsewhere: train ours, go live later
-        jobs = [j for j in jobs if j.kind == "expert" and j.expert in only]
+        jobs = [j for j in jobs if j.kind == "base" or (j.kind == "expert" and j.expert in only)]
     todo = [j for j in jobs if j.path not in reusable | build.finished]
     if not primary:
         return _take_part(cfg, jobs, build, {j.path for j in todo})
@@ -136,7 +136,8 @@ def build_version(
 
     model = None
     if evaluate_heldout:
-        model = compose(cfg, {e: state[e]() for e in experts}, last_stage[0])
+        base = state[BASE]() if BASE in state else None
+        model = compose(cfg, {e: state[e]() for e in experts}, last_stage[0], base)
     manifest = _manifest(cfg, build, experts, source_map, files, model, heldout, console)
     return go_live(run_dir, registry, n, manifest, None if keep_logs else logs_dir(vdir), before_switch)
 
@@ -176,17 +177,18 @@ def _make_files(cfg: Config, jobs: list[Job], build: Build, total: int, console:
             if job.path in build.reusable:
                 (build.vdir / job.path).unlink(missing_ok=True)
                 link(src, build.vdir / job.path)
-            tensors = load_tensors(build.vdir / job.path, entry["sha256"]) if job.kind == "router-stage" else None
+            tensors = load_tensors(build.vdir / job.path, entry["sha256"]) if job.kind != "expert" else None
             if job.kind == "expert":
                 state[job.expert] = lambda p=build.vdir / job.path, s=entry["sha256"]: load_tensors(p, s)
         else:
             step += 1
+            what = "the base model" if job.kind == "base" else f"{job.kind} [cyan]{job.expert}[/]"
             console.print(
-                f"[bold]\\[{step}/{total}][/] training {job.kind} [cyan]{job.expert}[/]"
+                f"[bold]\\[{step}/{total}][/] training {what}"
                 + (f" (stage {job.stage})" if job.stage is not None else "")
                 + f" on {len(job.records):,} records"
             )
-            tensors = _train(cfg, job, previous_stage, logs_dir(build.vdir))
+            tensors = _train(cfg, job, previous_stage, logs_dir(build.vdir), state.get(BASE, lambda: None)())
             entry = {
                 "sha256": save_tensors(build.vdir / job.path, tensors),
                 "lineage": job.lineage,
@@ -204,18 +206,25 @@ def _make_files(cfg: Config, jobs: list[Job], build: Build, total: int, console:
             record_progress(build.vdir, build.done)
             if job.kind == "expert":
                 state[job.expert] = lambda t=tensors: t
+        if job.kind == "base":
+            state[BASE] = lambda t=tensors: t
         if job.kind == "router-stage":
             previous_stage = split_stage(tensors)
         files[job.path] = entry
     return files, state, previous_stage
 
 
-def _train(cfg: Config, job: Job, previous_stage: tuple[Tensors, Tensors] | None, log_dir: Path) -> Tensors:
-    """Train one file of a version: an expert, or a router stage (weights and Fisher) from the previous one."""
-    from moe_unlearn.training.trainer import train_expert, train_router_stage
+def _train(
+    cfg: Config, job: Job, previous_stage: tuple[Tensors, Tensors] | None, log_dir: Path, base: Tensors | None
+) -> Tensors:
+    """Train one file of a version: the base, an expert (branched from `base` when there is one), or a
+    router stage (weights and Fisher) from the previous one."""
+    from moe_unlearn.training.trainer import train_base, train_expert, train_router_stage
 
+    if job.kind == "base":
+        return train_base(cfg, job.records, log_dir)
     if job.kind == "expert":
-        return train_expert(cfg, job.expert, job.records, log_dir)
+        return train_expert(cfg, job.expert, job.records, log_dir, base)
     weights, fisher = train_router_stage(cfg, job.stage, job.expert, previous_stage, job.records, job.labels, log_dir)
     return join_stage(weights, fisher)
 
@@ -224,13 +233,15 @@ def _take_part(cfg: Config, jobs: list[Job], build: Build, todo: set[str]) -> di
     """A DDP follower's share of a build: the fits of the `todo` paths, each router stage from the same
     previous stage as on rank 0 (trained here, or read from the files the build keeps). Writes nothing
     (Lightning logs on rank 0 only) and returns {}."""
-    previous_stage = None
+    previous_stage, base = None, None
     for job in jobs:
         if job.path in todo:
-            tensors = _train(cfg, job, previous_stage, logs_dir(build.vdir))
-        elif job.kind == "router-stage":
+            tensors = _train(cfg, job, previous_stage, logs_dir(build.vdir), base)
+        elif job.kind != "expert":
             src, entry = build.stored(job.path)
             tensors = load_tensors(src, entry["sha256"])
+        if job.kind == "base":
+            base = tensors
         if job.kind == "router-stage":
             previous_stage = split_stage(tensors)
     return {}

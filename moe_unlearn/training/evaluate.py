@@ -51,8 +51,8 @@ def router_accuracy(router: Router, records: list[Record], labels: list[int], pr
 
 def evaluate(model: MixtureOfExperts, heldout: dict[str, list[Record]], expert_of: dict[str, str]) -> dict:
     """{"heldout_bpb": {source: bpb}, "router_top1": {"16": acc, ...}, "heldout_records": {source: n}}."""
-    index = {name: i for i, name in enumerate(model.names)}
-    every = [r for records in heldout.values() for r in records]
+    index = {name: i for i, name in enumerate(model.names[: len(model.experts)])}  # what the router chooses among
+    every = [r for records in heldout.values() for r in records if expert_of[r.source] in index]
     labels = [index[expert_of[r.source]] for r in every]
     return {
         "heldout_bpb": {s: round(bits_per_byte(model, recs), 4) for s, recs in heldout.items() if recs},

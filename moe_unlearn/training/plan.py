@@ -1,7 +1,8 @@
 """Who trains on what: every file of a version as a `Job` with its *lineage*.
 
-The lineage of an artefact (an expert, a router stage) is the hash of the config, its name and
-position, the ids of the records it trains on and, for stage i, the lineage of stage i-1. A file of the
+The lineage of an artefact (the base, an expert, a router stage) is the hash of the config, its name
+and position, the ids of the records it trains on, for an expert the lineage of the base it branches
+from (when there is one) and, for stage i, the lineage of stage i-1. A file of the
 served version whose lineage matches is reused byte for byte by the next build; any other is trained
 from its seeded initialisation. Training from scratch and rebuilding after a change therefore give the
 same files.
@@ -17,9 +18,9 @@ from moe_unlearn.config import Config, config_hash
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import ids_digest, replay_sample, split
 from moe_unlearn.errors import UserError
-from moe_unlearn.rundir import expert_file, stage_file
+from moe_unlearn.rundir import BASE_FILE, expert_file, stage_file
 from moe_unlearn.storage.builds import served_files
-from moe_unlearn.storage.registry import Registry
+from moe_unlearn.storage.registry import BASE, Registry
 
 
 @dataclass
@@ -27,7 +28,7 @@ class Job:
     """One file of a version and everything needed to (re)produce it."""
 
     path: str  # relative to the version directory
-    kind: str  # "expert" or "router-stage"
+    kind: str  # "base", "expert" or "router-stage"
     expert: str
     stage: int | None
     records: list[Record]
@@ -36,7 +37,8 @@ class Job:
 
 
 def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Record]]]:
-    """Jobs in build order (experts, then router stages 0..K-1) and the held-out records per source
+    """Jobs in build order (the base if the registry has base sources, experts, then router stages
+    0..K-1) and the held-out records per source
     to report on (the first `data.eval_records` by id whose text no expert trains on: a held-out copy
     of a duplicated record, such as a canary, is not unseen text)."""
     experts = registry.experts()
@@ -44,10 +46,13 @@ def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Rec
         raise UserError("the registry has no sources: ingest some (moe-unlearn ingest --source NAME FILES...)")
     chash = config_hash(cfg)
     train_sets, held_out = {}, {}
-    for name in experts:
+    base_sources = registry.base_sources()
+    for name in ([BASE] if base_sources else []) + experts:
         sources = registry.sources_of(name)
         records = registry.records(sources)
         train_sets[name], held = split(records, cfg.seed, cfg.data.heldout_fraction)
+        if not train_sets[name] and name == BASE:
+            raise UserError(f"the base model would have no training records: sources {base_sources} hold none")
         if not train_sets[name]:
             raise UserError(
                 f"expert {name!r} would have no training records (all held out or forgotten): "
@@ -58,12 +63,18 @@ def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Rec
     trained_texts = {r.text for records in train_sets.values() for r in records}
     unseen = {s: [r for r in held if r.text not in trained_texts] for s, held in held_out.items()}
     heldout = {s: records[: cfg.data.eval_records] for s, records in unseen.items()}
+    base = []
+    if base_sources:
+        records = train_sets[BASE]
+        base = [Job(BASE_FILE, "base", BASE, None, records)]
+        base[0].lineage = lineage(kind="base", config=chash, records=ids_digest(r.id for r in records))
     jobs = [Job(expert_file(e), "expert", e, None, train_sets[e]) for e in experts]
     for job in jobs:
+        branch = {"base": base[0].lineage} if base else {}  # no base: the lineage of the first design
         job.lineage = lineage(
-            kind="expert", expert=job.expert, config=chash, records=ids_digest(r.id for r in job.records)
+            kind="expert", expert=job.expert, config=chash, records=ids_digest(r.id for r in job.records), **branch
         )
-    return jobs + _router_jobs(cfg, experts, train_sets, chash), heldout
+    return base + jobs + _router_jobs(cfg, experts, train_sets, chash), heldout
 
 
 def _router_jobs(cfg: Config, experts: list[str], train_sets: dict[str, list[Record]], chash: str) -> list[Job]:
@@ -98,8 +109,15 @@ def changes(run_dir: Path, registry: Registry, cfg: Config) -> list[Job]:
 
 
 def check_expert_map(registry: Registry, cfg: Config) -> None:
-    """The config's source -> expert map must agree with the registry's (the registry is the truth)."""
+    """The config's source -> expert map and base sources must agree with the registry's (the registry
+    is the truth)."""
     current = registry.source_map()
+    for source in cfg.data.base_sources:
+        if source in current and current[source] != BASE:
+            raise UserError(
+                f"data.base_sources names {source!r}, an expert source in the registry: a source's role is set when "
+                f"it is first ingested (moe-unlearn ingest --role base --source {source} ...) into a new run directory"
+            )
     for spec in cfg.experts:
         for source in spec.sources:
             if source not in current:

@@ -103,7 +103,7 @@ class TrainingBar(RichProgressBar):
 
 def training_callbacks(kind: str) -> list[L.Callback]:
     """The crash callback for this kind of fit ("expert" or "router"), only when a test asks for it."""
-    step = "mid-expert-training" if kind == "expert" else "mid-router-stage"
+    step = "mid-router-stage" if kind == "router" else "mid-expert-training"
     return [CrashMidTraining(step)] if os.environ.get(ENV) == step else []
 
 
@@ -152,18 +152,43 @@ def fit(module: L.LightningModule, data: ExampleDataModule, cfg: Config, optim: 
     trainer.fit(module, datamodule=data)
 
 
-def train_expert(cfg: Config, name: str, records: list[Record], log_dir: Path) -> Tensors:
-    """An expert trained from its seeded initialisation on exactly `records`."""
+def train_expert(cfg: Config, name: str, records: list[Record], log_dir: Path, base: Tensors | None = None) -> Tensors:
+    """An expert trained on exactly `records`, from the base model's weights when given (the parameters
+    `train.frozen` names keep the base's values), else from its seeded initialisation."""
+    return _train_transformer(cfg, "expert", name, records, log_dir, cfg.train.expert, base)
+
+
+def train_base(cfg: Config, records: list[Record], log_dir: Path) -> Tensors:
+    """The base model, from its seeded initialisation, on exactly `records` (the base sources')."""
+    return _train_transformer(cfg, "base", "base", records, log_dir, cfg.train.base, None)
+
+
+def _train_transformer(
+    cfg: Config, kind: str, name: str, records: list[Record], log_dir: Path, optim: OptimConfig, init: Tensors | None
+) -> Tensors:
     if not records:
-        raise UserError(f"expert {name!r} has no training records (all held out or removed)")
+        raise UserError(f"{kind} {name!r} has no training records (all held out or removed)")
     if cfg.trainer.compile and on_cpu(cfg) and not shutil.which(os.environ.get("CXX", "g++")):
         raise UserError("trainer.compile=true on a CPU needs a C++ compiler (g++, or $CXX); none found")
-    seed = seed_for(cfg.seed, "expert", name)
+    seed = seed_for(cfg.seed, kind, name)
     L.seed_everything(seed, verbose=False)
     model = ByteTransformer(cfg.model.expert)
-    data = ExampleDataModule(expert_dataset(records, cfg.model.expert.block_size), cfg.train.expert.batch_size, seed)
-    fit(ExpertLM(model, cfg.train.expert, cfg.trainer.compile), data, cfg, cfg.train.expert, log_dir, f"expert-{name}")
+    if init is not None:
+        model.load_state_dict(init)
+        unknown = [p for p in cfg.train.frozen if not any(_within(n, p) for n, _ in model.named_parameters())]
+        if unknown:
+            raise UserError(f"train.frozen: {unknown[0]!r} names no part of the model (e.g. tok, pos, blocks.0)")
+        for param_name, param in model.named_parameters():
+            param.requires_grad_(not any(_within(param_name, prefix) for prefix in cfg.train.frozen))
+    data = ExampleDataModule(expert_dataset(records, cfg.model.expert.block_size), optim.batch_size, seed)
+    log_name = "base" if kind == "base" else f"expert-{name}"
+    fit(ExpertLM(model, optim, cfg.trainer.compile), data, cfg, optim, log_dir, log_name)
     return {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
+
+
+def _within(name: str, prefix: str) -> bool:
+    """Whether parameter `name` is `prefix` or inside it ("blocks.0" holds "blocks.0.attn.qkv.weight")."""
+    return name == prefix or name.startswith(prefix + ".")
 
 
 def train_router_stage(

@@ -8,6 +8,7 @@ hash), so an edited or removed entry is evident: `Registry.verify_chain` finds t
 import hashlib
 import json
 
+from moe_unlearn.rundir import BASE_FILE
 from moe_unlearn.storage.registry import Registry, now
 
 
@@ -40,6 +41,7 @@ def build_certificate(
         {p.removeprefix("experts/").removesuffix(".safetensors") for p in trained if p.startswith("experts/")}
     )
     stages = sorted(int(p.split("_")[-1].split(".")[0]) for p in trained if p.startswith("router/"))
+    base = BASE_FILE in trained
     if after is None:
         statement = "No model had been trained: the records were deleted from the store and nothing was retrained."
     elif not trained:
@@ -60,6 +62,11 @@ def build_certificate(
             "registry's expert order: every file is a pure function of the config, its seed and its exact "
             "record list, and only the files whose record lists changed were retrained."
         )
+        if base:
+            statement += (
+                " The records included base-source records: the base model was retrained, and with it every "
+                "expert (they branch from it): a full rebuild."
+            )
     return {
         "type": "moe-unlearn deletion certificate",
         "request_id": request["id"],
@@ -75,7 +82,13 @@ def build_certificate(
         "records": rows,
         "record_count": len(rows),
         "merged_with": merged_with,
-        "retrained": {"experts": experts, "router_stages": stages, "files": trained},
+        "retrained": {
+            "base": base,
+            "full_rebuild": base,
+            "experts": experts,
+            "router_stages": stages,
+            "files": trained,
+        },
         "version_before": before,
         "version_after": after,
         "config_sha256": after["config_sha256"] if after else None,
@@ -96,7 +109,8 @@ def summary(body: dict, chain_hash: str) -> str:
     lines = [
         f"deletion certificate {body['request_id']} ({body['kind']}), chain hash {chain_hash[:16]}",
         f"  records forgotten: {body['record_count']:,} (named by keyed hash only)",
-        f"  retrained: experts {', '.join(retrained['experts']) or 'none'}; "
+        f"  retrained: {'the base model (a full rebuild); ' if retrained.get('base') else ''}"
+        f"experts {', '.join(retrained['experts']) or 'none'}; "
         f"router stages {', '.join(map(str, retrained['router_stages'])) or 'none'}",
         f"  version {before} -> {after} in {body['wall_seconds']:.1f} s"
         + (f"; deadline {body['deadline']} {'met' if body['met_deadline'] else 'MISSED'}" if body["deadline"] else ""),

@@ -53,6 +53,12 @@ def forget(
         if finished and match is not None:
             raise UserError(f"{e} (interrupted requests {', '.join(finished)} were just completed)") from None
         raise
+    base = sorted({source for _, source, _ in rows} & set(registry.base_sources()))
+    if method != "exact" and base:
+        raise UserError(
+            f"--method {method} works on experts; records of base source {base[0]!r} trained the base model "
+            "that every expert branches from: forget them exactly (a full rebuild)"
+        )
     payload = {**payload, "audit": audit, "method": method}
     return submit(run_dir, registry, console, "forget", payload, rows, deadline, dry_run, wait)
 

@@ -49,7 +49,10 @@ def would_retrain(run_dir: Path, registry: Registry, request: dict) -> dict:
     cfg = served_config(run_dir)
     apply(registry, request)
     jobs = changes(run_dir, registry, cfg) if cfg is not None else []
+    base = any(j.kind == "base" for j in jobs)
     return {
+        "base": base,
+        "full_rebuild": base,  # every expert branches from the base: all of them retrain with it
         "experts": [j.expert for j in jobs if j.kind == "expert"],
         "router_stages": [j.stage for j in jobs if j.kind == "router-stage"],
     }

@@ -36,7 +36,7 @@ ORACLE_PROCESS = (
 
 def export_retained(run_dir: Path, registry: Registry, work_dir: Path) -> None:
     """Write what the oracle trains on: the served config, and every live record per source as JSONL,
-    sources listed in the registry's expert order."""
+    sources listed in the registry's expert order as [source, expert, role]."""
     current = read_current(run_dir)
     shutil.copy(version_dir(run_dir, current) / CONFIG_FILE, work_dir / CONFIG_FILE)
     (work_dir / "records").mkdir()
@@ -48,7 +48,7 @@ def export_retained(run_dir: Path, registry: Registry, work_dir: Path) -> None:
         with open(work_dir / "records" / f"{source.name}.jsonl", "w") as f:
             for r in records:
                 f.write(json.dumps({"id": r.id, "text": r.text}) + "\n")
-        order.append([source.name, source.expert])
+        order.append([source.name, source.expert, source.role])
     (work_dir / "sources.json").write_text(json.dumps(order))
 
 
@@ -59,8 +59,10 @@ def train_oracle(work_dir: Path) -> dict:
     run_dir, console = work_dir / "run", Console(stderr=True)
     with lock(run_dir):
         registry = open_registry(run_dir, cfg)
-        for source, expert in json.loads((work_dir / "sources.json").read_text()):
-            ingest_files(registry, source, [work_dir / "records" / f"{source}.jsonl"], expert=expert, console=console)
+        # Entries written before sources had a role are [source, expert].
+        for source, expert, *role in json.loads((work_dir / "sources.json").read_text()):
+            files = [work_dir / "records" / f"{source}.jsonl"]
+            ingest_files(registry, source, files, expert=expert, role=(role or ["expert"])[0], console=console)
         check_expert_map(registry, cfg)
         return build_version(run_dir, registry, cfg, only=cfg.train.experts, console=console)
 

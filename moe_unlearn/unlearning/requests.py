@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from moe_unlearn.errors import UserError
-from moe_unlearn.storage.registry import Registry
+from moe_unlearn.storage.registry import BASE, Registry
 
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -95,8 +95,8 @@ def resolve_forget(
 
 
 def resolve_drop(registry: Registry, *, source: str | None = None, expert: str | None = None) -> dict:
-    """The payload of a drop request: which sources and experts go. UserError for unknown names or
-    for dropping the last expert."""
+    """The payload of a drop request: which sources and experts go (the base row with the last base
+    source). UserError for unknown names, for `--expert base` or for dropping the last expert."""
     if (source is None) == (expert is None):
         raise UserError("name exactly one of --source or --expert to drop")
     source_map, experts = registry.source_map(), registry.experts()
@@ -107,10 +107,12 @@ def resolve_drop(registry: Registry, *, source: str | None = None, expert: str |
         siblings = [s for s, e in source_map.items() if e == owner and s != source]
         sources, gone = [source], ([] if siblings else [owner])
     else:
+        if expert == BASE and BASE not in experts:  # an expert named 'base' from before roles can go
+            raise UserError("the base model is not an expert: drop its sources (--source NAME)")
         if expert not in experts:
             raise UserError(f"unknown expert {expert!r}; experts: {', '.join(experts) or 'none'}")
         sources, gone = [s for s, e in source_map.items() if e == expert], [expert]
-    if gone and len(experts) == 1:
+    if gone and gone[0] in experts and len(experts) == 1:  # the base row is no expert
         raise UserError(f"cannot drop {gone[0]!r}: it is the last expert (a model needs at least one)")
     return {"sources": sources, "experts": gone, "source": source, "expert": expert}
 

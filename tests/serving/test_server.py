@@ -179,7 +179,9 @@ def test_generate_is_the_same_batched_as_alone(server):
 
 def test_generate_extracts_the_memorised_canary(server):
     out = server.ok("/generate", {"prompt": PREFIX, "max_new_bytes": len(SECRET), "temperature": 0})
-    assert out == {"text": SECRET, "expert_weights": {"main": 1.0}, "experts": ["main"], "version": 1}
+    mixing = Run(server.run_dir).info()["manifest"]["mixing"]  # every answer names the rule that made it
+    assert mixing["rule"] == "posterior"
+    assert out == {"text": SECRET, "expert_weights": {"main": 1.0}, "experts": ["main"], "mixing": mixing, "version": 1}
 
 
 def test_stream_sends_the_generated_text_piece_by_piece(server):

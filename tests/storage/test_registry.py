@@ -39,7 +39,7 @@ def test_ingest_round_trip_with_keyed_hashes(empty_run, tmp_path):
     jsonl = tmp_path / "a.jsonl"
     jsonl.write_text('{"id": "r1", "text": "alpha beta"}\n{"id": 2, "text": "gamma", "source": "mail"}\n')
     result = empty_run.ingest("mail", [jsonl])
-    assert result == {"source": "mail", "expert": "mail", "records_added": 2}
+    assert result == {"source": "mail", "expert": "mail", "role": "expert", "records_added": 2}
     db = sqlite3.connect(empty_run.run_dir / "registry.db")
     rows = db.execute("SELECT id, source, hash, text FROM records ORDER BY id").fetchall()
     assert [(r[0], r[1], r[3]) for r in rows] == [("2", "mail", "gamma"), ("r1", "mail", "alpha beta")]

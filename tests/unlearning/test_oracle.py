@@ -71,7 +71,7 @@ def test_forgetting_a_heldout_record_retrains_nothing_but_deletes_it(tiny_copy):
     held = ids_of(tiny_copy, "code")[1][0]
     version = run.info()["current_version"]
     cert = run.forget(records=[held])
-    assert cert["retrained"] == {"experts": [], "router_stages": [], "files": []}
+    assert cert["retrained"] == {"base": False, "full_rebuild": False, "experts": [], "router_stages": [], "files": []}
     assert cert["records"][0]["held_out"] is True
     assert run.info()["current_version"] == version
     assert run.registry.record_rows([held]) == {}

@@ -41,15 +41,22 @@ __all__ = [
     "SECRET_LENGTH",
     "Canary",
     "canary_candidates",
+    "base_corpus_domains",
     "generate_corpus",
     "make_canaries",
 ]
 
 
 def generate_corpus(
-    domains: int = 4, records_per_domain: int = 2000, seed: int = 0, canaries: int = 0, canary_repeats: int = 1
+    domains: int = 4,
+    records_per_domain: int = 2000,
+    seed: int = 0,
+    canaries: int = 0,
+    canary_repeats: int = 1,
+    base_domains: int = 0,
 ) -> list[Record]:
-    """The built-in corpus: records of the first `domains` DOMAINS in order, then the canary records.
+    """The built-in corpus: records of the first `domains` DOMAINS in order, then the canary records,
+    then the records of the next `base_domains` DOMAINS (for a base model: they hold no canary).
 
     Record ids are f"{domain}-{i:06d}" with source = domain. Each of the `canaries` canaries (see
     make_canaries, start=0) appears `canary_repeats` times as its own record f"{canary.id}-r{r}" with
@@ -59,9 +66,17 @@ def generate_corpus(
     check_int("records_per_domain", records_per_domain, 1)
     check_int("canaries", canaries, 0)
     check_int("canary_repeats", canary_repeats, 1, MAX_CANARY_REPEATS)
+    check_int("domains + base_domains", domains + base_domains, 1, MAX_DOMAINS)
     records = [
         Record(f"{d}-{i:06d}", d, record_text(d, i, seed)) for d in DOMAINS[:domains] for i in range(records_per_domain)
     ]
     for cn in make_canaries(canaries, seed, domains):
         records.extend(Record(record_id, cn.source, cn.text) for record_id in cn.record_ids(canary_repeats))
+    for d in base_corpus_domains(domains, base_domains):
+        records.extend(Record(f"{d}-{i:06d}", d, record_text(d, i, seed)) for i in range(records_per_domain))
     return records
+
+
+def base_corpus_domains(domains: int, base_domains: int) -> tuple[str, ...]:
+    """The built-in domains that are base sources: the `base_domains` after the first `domains`."""
+    return DOMAINS[domains : domains + base_domains]

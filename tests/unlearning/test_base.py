@@ -1,0 +1,135 @@
+"""A run with a base model (base sources, experts branched from it): every change still equals the
+oracle, which trains the base too; an expert's forget keeps the base's file, a base source's forget is
+a full rebuild and says so."""
+
+import json
+import shutil
+
+import pytest
+
+from moe_unlearn import Run, UserError
+from moe_unlearn.storage.builds import served_config
+from tests.conftest import TINY
+from tests.unlearning.test_oracle import assert_equal_to_oracle, file_hashes, ids_of
+
+WITH_BASE = ["data.corpus.base_domains=2"]  # football and legal become base sources
+BASE_FILE = "base.safetensors"
+
+
+@pytest.fixture(scope="module")
+def base_run_dir(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("base") / "run"
+    Run(run_dir).train(TINY, WITH_BASE)
+    return run_dir
+
+
+@pytest.fixture
+def base_copy(base_run_dir, tmp_path):
+    dst = tmp_path / "run"
+    shutil.copytree(base_run_dir, dst)
+    return dst
+
+
+def test_the_base_trains_first_on_base_sources_only(base_run_dir):
+    info = Run(base_run_dir).info()
+    roles = {s["name"]: s["role"] for s in info["sources"]}
+    assert roles == {"football": "base", "legal": "base", "recipes": "expert", "weather": "expert", "code": "expert"}
+    assert info["experts"] == ["recipes", "weather", "code"]  # the router's stages: the base is not one
+    files = info["manifest"]["files"]
+    assert list(files)[0] == BASE_FILE
+    assert files[BASE_FILE]["kind"] == "base"
+    assert files[BASE_FILE]["records"] == len(ids_of(base_run_dir, "football")[0] + ids_of(base_run_dir, "legal")[0])
+
+
+def test_experts_branch_from_the_base(base_run_dir, tmp_path):
+    """Same expert records, no base: different expert weights (they start from the base's)."""
+    plain = tmp_path / "plain"
+    Run(plain).train(TINY)
+    a, b = file_hashes(base_run_dir), file_hashes(plain)
+    assert a["experts/recipes.safetensors"] != b["experts/recipes.safetensors"]
+    assert a["router/stage_0.safetensors"] == b["router/stage_0.safetensors"]  # the router reads bytes, not the base
+
+
+def test_the_mixture_names_the_base_and_its_rule(base_run_dir):
+    result = Run(base_run_dir).score("Chicken soup with leeks, simmered slowly.")
+    assert set(result["expert_weights"]) == {"recipes", "weather", "code", "base"}
+    assert result["mixing"]["rule"] == "posterior" and "base_prior" in result["mixing"]
+    assert Run(base_run_dir).info()["manifest"]["mixing"] == result["mixing"]
+
+
+def test_an_expert_forget_keeps_the_base_and_the_other_experts_and_equals_the_oracle(base_copy, tmp_path):
+    before = file_hashes(base_copy)
+    cert = Run(base_copy).forget(records=ids_of(base_copy, "weather")[0][:2])
+    assert cert["retrained"]["experts"] == ["weather"]
+    assert cert["retrained"]["base"] is False and cert["retrained"]["full_rebuild"] is False
+    after = file_hashes(base_copy)
+    for unchanged in (BASE_FILE, "experts/recipes.safetensors", "experts/code.safetensors"):
+        assert after[unchanged] == before[unchanged]
+    assert_equal_to_oracle(base_copy, tmp_path)
+
+
+def test_a_base_source_forget_is_a_full_rebuild_that_says_so_and_equals_the_oracle(base_copy, tmp_path):
+    run = Run(base_copy)
+    record = ids_of(base_copy, "legal")[0][0]
+    dry = run.forget(records=[record], dry_run=True)
+    assert dry["would_retrain"]["full_rebuild"] is True
+    assert dry["would_retrain"]["experts"] == ["recipes", "weather", "code"]
+    cert = run.forget(records=[record])
+    assert cert["retrained"]["base"] is True and cert["retrained"]["full_rebuild"] is True
+    assert "full rebuild" in cert["statement"]
+    assert cert["retrained"]["experts"] == ["code", "recipes", "weather"]
+    assert_equal_to_oracle(base_copy, tmp_path)
+
+
+def test_a_base_source_forget_is_refused_for_approximate_methods(base_copy):
+    record = ids_of(base_copy, "legal")[0][0]
+    with pytest.raises(UserError, match="full rebuild"):
+        Run(base_copy).forget(records=[record], method="gradient-ascent")
+
+
+def test_drop_and_add_with_a_base_equal_the_oracle(base_copy, tmp_path):
+    run = Run(base_copy)
+    before = file_hashes(base_copy)
+    run.drop(source="weather")
+    assert file_hashes(base_copy)[BASE_FILE] == before[BASE_FILE]
+    assert_equal_to_oracle(base_copy, tmp_path / "drop")
+    path = tmp_path / "news.jsonl"
+    path.write_text(
+        "".join(json.dumps({"id": f"news-{i}", "text": f"Headline {i}: markets rally again"}) + "\n" for i in range(30))
+    )
+    manifest = run.add("news", [path])
+    assert manifest["trained"] == ["experts/news.safetensors", "router/stage_2.safetensors"]
+    assert_equal_to_oracle(base_copy, tmp_path / "add")
+
+
+def test_update_of_a_base_source_rebuilds_every_expert_and_equals_the_oracle(base_copy, tmp_path):
+    path = tmp_path / "more.txt"
+    path.write_text("\n\n".join(f"Clause {i}. The tenant shall keep the premises in good repair." for i in range(12)))
+    run = Run(base_copy)
+    run.ingest("legal", [path])
+    manifest = run.update()
+    assert manifest["trained"][:4] == [
+        BASE_FILE,
+        "experts/recipes.safetensors",
+        "experts/weather.safetensors",
+        "experts/code.safetensors",
+    ]
+    assert_equal_to_oracle(base_copy, tmp_path)
+
+
+def test_frozen_parts_keep_the_base_weights(tmp_path):
+    from moe_unlearn.models.loading import load_version
+
+    run_dir = tmp_path / "frozen"
+    Run(run_dir).train(TINY, [*WITH_BASE, "train.frozen=[tok,blocks.0.attn]"])
+    model, _ = load_version(run_dir, 1)
+    base, expert = model.base.state_dict(), model.experts[0].state_dict()
+    for name in ("tok.weight", "blocks.0.attn.qkv.weight", "blocks.0.attn.proj.bias"):
+        assert expert[name].equal(base[name])
+    assert not expert["blocks.0.mlp.0.weight"].equal(base["blocks.0.mlp.0.weight"])
+    assert served_config(run_dir).train.frozen == ["tok", "blocks.0.attn"]
+
+
+def test_an_unknown_frozen_part_is_a_clear_error(tmp_path):
+    with pytest.raises(UserError, match="train.frozen: 'blocks.9'"):
+        Run(tmp_path / "bad").train(TINY, [*WITH_BASE, "train.frozen=[blocks.9]"])
