@@ -61,6 +61,7 @@ class RouterModelConfig:
     kernel: int = 4  # causal convolution width: n-gram features of the last `kernel` bytes
     hidden: int = 128  # MLP width on top of the running mean of features
     top_k: int = 2  # experts mixed per byte (renormalised over the chosen ones)
+    features: str = "auto"  # what it reads: bytes (its own n-gram features), base (a head on the base's), auto
 
 
 @dataclass
@@ -157,6 +158,7 @@ NON_SEMANTIC_KEYS = (
 # forget would then retrain every expert).
 ADDED_KEYS = {
     ("trainer", "compile"): False,
+    ("model", "router", "features"): "auto",  # auto without a base is the byte router of before
     ("train", "base"): asdict(TrainConfig().base),  # only trains something when the registry has base sources
     ("train", "frozen"): [],
 }
@@ -205,9 +207,13 @@ def config_hash(config: Config) -> str:
         data[section].pop(key)
     for key in TOP_LEVEL_NON_SEMANTIC:
         data.pop(key)
-    for (section, key), before in ADDED_KEYS.items():
-        if data[section][key] == before:
-            data[section].pop(key)
+    for path, before in ADDED_KEYS.items():
+        *parents, key = path
+        section = data
+        for name in parents:
+            section = section[name]
+        if section[key] == before:
+            section.pop(key)
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
@@ -228,6 +234,10 @@ def validate(config: Config) -> None:
             f"block for its exposure to be measured), got {m.expert.block_size}",
         ),
         (m.router.top_k >= 1, "model.router.top_k must be at least 1"),
+        (
+            m.router.features in ("auto", "bytes", "base"),
+            f"model.router.features must be auto, bytes or base, got {m.router.features!r}",
+        ),
         (
             m.mixing.rule in ("router", "posterior"),
             f"model.mixing.rule must be router or posterior, got {m.mixing.rule!r}",

@@ -51,6 +51,11 @@ def expert_file(name: str) -> str:
     return f"{EXPERTS_DIR}/{name}.safetensors"
 
 
+def features_file(expert: str) -> str:
+    """The base features of an expert's records, read by the router stages (with a FeatureRouter)."""
+    return f"{ROUTER_DIR}/features/{expert}.safetensors"
+
+
 def stage_file(stage: int) -> str:
     """A router stage's file (weights and Fisher), relative to its version directory."""
     return f"{ROUTER_DIR}/stage_{stage}.safetensors"

@@ -155,10 +155,10 @@ def keys_digest(keys: Iterable[str]) -> int:
 class ExampleDataModule(L.LightningDataModule):
     """Feeds one training job (an expert or a router stage) exactly its examples, in hashed order."""
 
-    def __init__(self, dataset: ExampleDataset, batch_size: int, seed: int):
+    def __init__(self, dataset: ExampleDataset, batch_size: int, seed: int, collate=pad_collate):
         """`batch_size` counts the longest examples: a batch holds up to batch_size * longest bytes."""
         super().__init__()
-        self.dataset, self.batch_size, self.seed = dataset, batch_size, seed
+        self.dataset, self.batch_size, self.seed, self.collate = dataset, batch_size, seed, collate
 
     def train_dataloader(self) -> DataLoader:
         rank = self.trainer.global_rank if self.trainer else 0
@@ -167,7 +167,7 @@ class ExampleDataModule(L.LightningDataModule):
         lengths = [len(inputs) for inputs, _ in self.dataset.examples]
         budget = self.batch_size * max(lengths)
         batches = LengthBucketBatchSampler(sampler, lengths, budget, rank=rank, world_size=world)
-        return DataLoader(self.dataset, batch_sampler=batches, collate_fn=pad_collate)
+        return DataLoader(self.dataset, batch_sampler=batches, collate_fn=self.collate)
 
 
 def expert_dataset(records: list[Record], block_size: int) -> ExampleDataset:
@@ -195,3 +195,19 @@ def router_dataset(
         keys.append(r.id)
         examples.append((inputs, targets))
     return ExampleDataset(keys, examples)
+
+
+def feature_dataset(records: list[Record], labels: list[int], features: dict[str, torch.Tensor]) -> ExampleDataset:
+    """Routing examples for a FeatureRouter: each record's base features at its probe lengths
+    (training/features.py), every one labelled with the record's expert index."""
+    keys, examples = [], []
+    for r, label in zip(records, labels, strict=True):
+        rows = features[r.id]  # (probes, d_model)
+        keys.append(r.id)
+        examples.append((rows, torch.full((len(rows),), label, dtype=torch.long)))
+    return ExampleDataset(keys, examples)
+
+
+def stack_collate(batch: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Examples of one shape (feature rows) stacked into a batch."""
+    return torch.stack([x for x, _ in batch]), torch.stack([y for _, y in batch])

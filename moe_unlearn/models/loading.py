@@ -15,7 +15,7 @@ from moe_unlearn.errors import UserError
 from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.mixing import from_manifest as mixing_from_manifest
 from moe_unlearn.models.moe import MixtureOfExperts
-from moe_unlearn.models.router import Router
+from moe_unlearn.models.router import FeatureRouter, Router
 from moe_unlearn.rundir import (
     BASE_FILE,
     CONFIG_FILE,
@@ -41,7 +41,10 @@ def compose(
     """The composed model from tensors (expert name -> state dict, final router stage, the base model's
     if any), mixed by `mixing` ((rule, router top-k); default: the config's)."""
     modules = {name: _transformer(cfg, tensors) for name, tensors in experts.items()}
-    router = Router(cfg.model.router, n_experts=len(experts))
+    if "embed.weight" in router_weights:  # the byte router; a FeatureRouter has only its head
+        router = Router(cfg.model.router, n_experts=len(experts))
+    else:
+        router = FeatureRouter(cfg.model.router, cfg.model.expert.d_model, n_experts=len(experts))
     router.load_state_dict(router_weights)
     rule, top_k = mixing or (cfg.model.mixing, cfg.model.router.top_k)
     base_model = _transformer(cfg, base) if base is not None else None

@@ -159,6 +159,7 @@ def remove_other_versions(run_dir: Path, keep: int) -> None:
 
 def link(src: Path, dst: Path) -> None:
     """Reuse a file of the previous version: a hard link where possible (same bytes, no copy)."""
+    dst.parent.mkdir(parents=True, exist_ok=True)
     try:
         os.link(src, dst)
     except OSError:

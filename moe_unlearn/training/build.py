@@ -15,6 +15,7 @@ from rich.console import Console
 from moe_unlearn.config import Config, config_hash
 from moe_unlearn.data.splits import ids_digest
 from moe_unlearn.errors import UserError
+from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.loading import compose, join_stage, split_stage
 from moe_unlearn.models.mixing import saved_settings
 from moe_unlearn.models.mixing import settings as mixing_settings
@@ -32,6 +33,7 @@ from moe_unlearn.storage.registry import BASE, Registry, now
 from moe_unlearn.storage.versions import environment, load_tensors, save_tensors
 from moe_unlearn.training.distributed import is_primary
 from moe_unlearn.training.evaluate import evaluate
+from moe_unlearn.training.features import features_tensors, read_features
 from moe_unlearn.training.plan import Job, changes, plan
 
 Tensors = dict[str, torch.Tensor]
@@ -170,6 +172,7 @@ def _make_files(cfg: Config, jobs: list[Job], build: Build, total: int, console:
     """Link the reused files, keep the finished ones, train the rest, in job order. Returns (manifest
     entries by path, expert name -> loader of its tensors, the last router stage's (weights, Fisher))."""
     files, state, previous_stage, step, env = {}, {}, None, 0, environment()
+    features: dict[str, torch.Tensor] = {}  # record id -> base features, for the stages of a FeatureRouter
     for job in jobs:
         started = time.perf_counter()
         if job.path in build.reusable | build.finished:
@@ -178,17 +181,27 @@ def _make_files(cfg: Config, jobs: list[Job], build: Build, total: int, console:
                 (build.vdir / job.path).unlink(missing_ok=True)
                 link(src, build.vdir / job.path)
             tensors = load_tensors(build.vdir / job.path, entry["sha256"]) if job.kind != "expert" else None
+            if job.kind == "router-features":
+                features.update(read_features(tensors))
             if job.kind == "expert":
                 state[job.expert] = lambda p=build.vdir / job.path, s=entry["sha256"]: load_tensors(p, s)
         else:
             step += 1
-            what = "the base model" if job.kind == "base" else f"{job.kind} [cyan]{job.expert}[/]"
+            what = {"base": "training the base model", "router-features": "base features of expert"}.get(
+                job.kind, f"training {job.kind}"
+            )
             console.print(
-                f"[bold]\\[{step}/{total}][/] training {what}"
+                f"[bold]\\[{step}/{total}][/] {what}"
+                + ("" if job.kind == "base" else f" [cyan]{job.expert}[/]")
                 + (f" (stage {job.stage})" if job.stage is not None else "")
                 + f" on {len(job.records):,} records"
             )
-            tensors = _train(cfg, job, previous_stage, logs_dir(build.vdir), state.get(BASE, lambda: None)())
+            base = state.get(BASE, lambda: None)()
+            if job.kind == "router-features":
+                tensors = _features(cfg, job, build, base, files[BASE_FILE]["lineage"], console)
+                features.update(read_features(tensors))
+            else:
+                tensors = _train(cfg, job, previous_stage, logs_dir(build.vdir), base, features)
             entry = {
                 "sha256": save_tensors(build.vdir / job.path, tensors),
                 "lineage": job.lineage,
@@ -202,6 +215,8 @@ def _make_files(cfg: Config, jobs: list[Job], build: Build, total: int, console:
                 "trained_in_version": build.n,
                 "train_seconds": round(time.perf_counter() - started, 2),
             }
+            if job.kind == "router-features":  # its rows can be reused by a build on the same base
+                entry["base_lineage"] = files[BASE_FILE]["lineage"]
             build.done[job.path] = entry
             record_progress(build.vdir, build.done)
             if job.kind == "expert":
@@ -215,33 +230,59 @@ def _make_files(cfg: Config, jobs: list[Job], build: Build, total: int, console:
 
 
 def _train(
-    cfg: Config, job: Job, previous_stage: tuple[Tensors, Tensors] | None, log_dir: Path, base: Tensors | None
+    cfg: Config,
+    job: Job,
+    previous_stage: tuple[Tensors, Tensors] | None,
+    log_dir: Path,
+    base: Tensors | None,
+    features: dict[str, torch.Tensor],
 ) -> Tensors:
     """Train one file of a version: the base, an expert (branched from `base` when there is one), or a
-    router stage (weights and Fisher) from the previous one."""
+    router stage (weights and Fisher) from the previous one (on `features` when it reads the base's)."""
     from moe_unlearn.training.trainer import train_base, train_expert, train_router_stage
 
     if job.kind == "base":
         return train_base(cfg, job.records, log_dir)
     if job.kind == "expert":
         return train_expert(cfg, job.expert, job.records, log_dir, base)
-    weights, fisher = train_router_stage(cfg, job.stage, job.expert, previous_stage, job.records, job.labels, log_dir)
+    weights, fisher = train_router_stage(
+        cfg, job.stage, job.expert, previous_stage, job.records, job.labels, log_dir, features or None
+    )
     return join_stage(weights, fisher)
+
+
+def _features(cfg: Config, job: Job, build: Build, base: Tensors, base_lineage: str, console: Console) -> Tensors:
+    """An expert's base-features file: the served version's rows reused where it was made from the same
+    base (each row is a pure function of base and record), the new records' computed."""
+    known = {}
+    old = build.old["files"].get(job.path)
+    if old is not None and old.get("base_lineage") == base_lineage:
+        known = read_features(load_tensors(version_dir(build.run_dir, build.current) / job.path, old["sha256"]))
+    model = ByteTransformer(cfg.model.expert)
+    model.load_state_dict(base)
+    tensors, computed = features_tensors(model, job.records, cfg.train.router.prefix_bytes, known)
+    console.print(f"  {computed:,} records read by the base, {len(job.records) - computed:,} kept")
+    return tensors
 
 
 def _take_part(cfg: Config, jobs: list[Job], build: Build, todo: set[str]) -> dict:
     """A DDP follower's share of a build: the fits of the `todo` paths, each router stage from the same
     previous stage as on rank 0 (trained here, or read from the files the build keeps). Writes nothing
     (Lightning logs on rank 0 only) and returns {}."""
-    previous_stage, base = None, None
+    previous_stage, base, features = None, None, {}
     for job in jobs:
-        if job.path in todo:
-            tensors = _train(cfg, job, previous_stage, logs_dir(build.vdir), base)
+        if job.path in todo and job.kind == "router-features":
+            lineage = next(j.lineage for j in jobs if j.kind == "base")
+            tensors = _features(cfg, job, build, base, lineage, Console(quiet=True))
+        elif job.path in todo:
+            tensors = _train(cfg, job, previous_stage, logs_dir(build.vdir), base, features)
         elif job.kind != "expert":
             src, entry = build.stored(job.path)
             tensors = load_tensors(src, entry["sha256"])
         if job.kind == "base":
             base = tensors
+        if job.kind == "router-features":
+            features.update(read_features(tensors))
         if job.kind == "router-stage":
             previous_stage = split_stage(tensors)
     return {}

@@ -10,7 +10,6 @@ import torch
 from moe_unlearn.data.examples import BOS, IGNORE, chunks, lm_example, pad_collate
 from moe_unlearn.data.records import Record
 from moe_unlearn.models.moe import MixtureOfExperts
-from moe_unlearn.models.router import Router
 
 PREFIX_LENGTHS = (16, 32, 64)
 
@@ -31,8 +30,12 @@ def bits_per_byte(model: MixtureOfExperts, records: list[Record], batch_size: in
 
 
 @torch.no_grad()
-def router_accuracy(router: Router, records: list[Record], labels: list[int], prefix: int) -> float:
-    """Share of records whose first `prefix` bytes make `router` pick their own expert first."""
+def router_accuracy(model, records: list[Record], labels: list[int], prefix: int) -> float:
+    """Share of records whose first `prefix` bytes make the router pick their own expert first: the
+    router of a MixtureOfExperts, or a byte Router itself."""
+    route = model.router_logits if isinstance(model, MixtureOfExperts) else model
+    if isinstance(model, MixtureOfExperts):  # BOS and the prefix must fit the base's context
+        prefix = min(prefix, model.block_size - 1)
     if not records:
         return float("nan")
     correct = 0
@@ -42,7 +45,7 @@ def router_accuracy(router: Router, records: list[Record], labels: list[int], pr
         inputs = torch.zeros(len(part), max(len(d) for d in data) + 1, dtype=torch.long)
         for i, d in enumerate(data):
             inputs[i, : len(d) + 1] = torch.tensor([BOS, *d])
-        logits = router(inputs)  # (N, T, K): position len(d) has seen the whole prefix
+        logits = route(inputs)  # (N, T, K): position len(d) has seen the whole prefix
         last = torch.tensor([len(d) for d in data])
         top1 = logits[torch.arange(len(part)), last].argmax(-1)
         correct += int((top1 == torch.tensor(labels[start : start + 64])).sum())
@@ -57,5 +60,5 @@ def evaluate(model: MixtureOfExperts, heldout: dict[str, list[Record]], expert_o
     return {
         "heldout_bpb": {s: round(bits_per_byte(model, recs), 4) for s, recs in heldout.items() if recs},
         "heldout_records": {s: len(recs) for s, recs in heldout.items()},
-        "router_top1": {str(p): round(router_accuracy(model.router, every, labels, p), 4) for p in PREFIX_LENGTHS},
+        "router_top1": {str(p): round(router_accuracy(model, every, labels, p), 4) for p in PREFIX_LENGTHS},
     }

@@ -74,7 +74,10 @@ class RouterStage(L.LightningModule):
         inputs, labels = batch
         # Only the labelled positions are classified: the MLP and head skip padding and unlabelled bytes.
         mask = labels != IGNORE
-        logits = self.router.classify(self.router.features(inputs)[mask])  # (N, n_experts)
+        if inputs.is_floating_point():  # a FeatureRouter's batch: base features, already computed
+            logits = self.router.classify(inputs[mask])
+        else:
+            logits = self.router.classify(self.router.features(inputs)[mask])  # (N, n_experts)
         ce = F.cross_entropy(logits.float(), labels[mask])
         ewc = ewc_penalty(self.router, self.anchor, self.fisher)
         loss = ce + self.ewc_lambda / 2 * ewc

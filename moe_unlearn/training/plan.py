@@ -18,7 +18,7 @@ from moe_unlearn.config import Config, config_hash
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import ids_digest, replay_sample, split
 from moe_unlearn.errors import UserError
-from moe_unlearn.rundir import BASE_FILE, expert_file, stage_file
+from moe_unlearn.rundir import BASE_FILE, expert_file, features_file, stage_file
 from moe_unlearn.storage.builds import served_files
 from moe_unlearn.storage.registry import BASE, Registry
 
@@ -37,8 +37,8 @@ class Job:
 
 
 def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Record]]]:
-    """Jobs in build order (the base if the registry has base sources, experts, then router stages
-    0..K-1) and the held-out records per source
+    """Jobs in build order (the base if the registry has base sources, experts, the base features of
+    each expert's records when the router reads them, then router stages 0..K-1) and the held-out records per source
     to report on (the first `data.eval_records` by id whose text no expert trains on: a held-out copy
     of a duplicated record, such as a canary, is not unseen text)."""
     experts = registry.experts()
@@ -74,11 +74,31 @@ def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Rec
         job.lineage = lineage(
             kind="expert", expert=job.expert, config=chash, records=ids_digest(r.id for r in job.records), **branch
         )
-    return base + jobs + _router_jobs(cfg, experts, train_sets, chash), heldout
+    features = []
+    if reads_base(cfg, bool(base)):
+        for e in experts:
+            job = Job(features_file(e), "router-features", e, None, train_sets[e])
+            job.lineage = lineage(
+                kind="router-features", expert=e, base=base[0].lineage, records=ids_digest(r.id for r in job.records)
+            )
+            features.append(job)
+    stages = _router_jobs(cfg, experts, train_sets, chash, base[0].lineage if features else None)
+    return base + jobs + features + stages, heldout
 
 
-def _router_jobs(cfg: Config, experts: list[str], train_sets: dict[str, list[Record]], chash: str) -> list[Job]:
-    """Stage i: expert i's records (or a sample) plus a replay sample of each earlier expert's."""
+def reads_base(cfg: Config, has_base: bool) -> bool:
+    """Whether the router is a head on the base's features (model.router.features, auto: with a base)."""
+    wanted = cfg.model.router.features
+    if wanted == "base" and not has_base:
+        raise UserError("model.router.features=base needs base sources (ingest --role base); there are none")
+    return wanted == "base" or (wanted == "auto" and has_base)
+
+
+def _router_jobs(
+    cfg: Config, experts: list[str], train_sets: dict[str, list[Record]], chash: str, base: str | None
+) -> list[Job]:
+    """Stage i: expert i's records (or a sample) plus a replay sample of each earlier expert's; with
+    `base` (the base's lineage) the stages read its features."""
     jobs, previous = [], ""
     opt = cfg.train.router
     for i, name in enumerate(experts):
@@ -89,7 +109,9 @@ def _router_jobs(cfg: Config, experts: list[str], train_sets: dict[str, list[Rec
             records += replay
             labels += [j] * len(replay)
         job = Job(stage_file(i), "router-stage", name, i, records, labels)
+        features = {"features": base} if base else {}  # no base: the lineage of the first design
         job.lineage = previous = lineage(
+            **features,
             kind="router-stage",
             stage=i,
             expert=name,

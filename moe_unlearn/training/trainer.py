@@ -17,14 +17,21 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
 from moe_unlearn.config import Config, OptimConfig
-from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset, keys_digest, router_dataset
+from moe_unlearn.data.datamodule import (
+    ExampleDataModule,
+    expert_dataset,
+    feature_dataset,
+    keys_digest,
+    router_dataset,
+    stack_collate,
+)
 from moe_unlearn.data.examples import BOS
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import seed_for, unit_hash
 from moe_unlearn.errors import UserError
 from moe_unlearn.faults import ENV, crash_point
 from moe_unlearn.models.expert import ByteTransformer
-from moe_unlearn.models.router import Router
+from moe_unlearn.models.router import FeatureRouter, Router
 from moe_unlearn.training.distributed import check_followers, multi_process
 from moe_unlearn.training.ewc import accumulate, fisher_diagonal
 from moe_unlearn.training.modules import ExpertLM, RouterStage
@@ -199,28 +206,37 @@ def train_router_stage(
     records: list[Record],
     labels: list[int],
     log_dir: Path,
+    features: dict[str, torch.Tensor] | None = None,
 ) -> tuple[Tensors, Tensors]:
     """Router stage `index` (for `expert`): grow the previous stage by one output, train it on
     `records` (the expert's plus replay) with EWC towards the previous stage, and return
-    (weights, accumulated Fisher). Stage 0 has a single output and nothing to learn."""
+    (weights, accumulated Fisher). Stage 0 has a single output and nothing to learn. With `features`
+    (record id -> base features, training/features.py) the router is a FeatureRouter head on them."""
     rcfg, opt = cfg.model.router, cfg.train.router
     seed = seed_for(cfg.seed, "router", expert)
     L.seed_everything(seed, verbose=False)
+    n_in = cfg.model.expert.d_model
     if previous is None:
-        router = Router(rcfg, n_experts=1)
+        router = FeatureRouter(rcfg, n_in, 1) if features is not None else Router(rcfg, n_experts=1)
         anchor, fisher = {}, {}
     else:
         anchor, fisher = previous
-        router = Router(rcfg, n_experts=index)
+        router = FeatureRouter(rcfg, n_in, index) if features is not None else Router(rcfg, n_experts=index)
         router.load_state_dict(anchor)
         router = router.grow(torch.Generator().manual_seed(seed))
     if index > 0:
-        examples = router_dataset(records, labels, opt.prefix_bytes, opt.label_stride)
-        data = ExampleDataModule(examples, opt.batch_size, seed)
+        if features is not None:
+            examples = feature_dataset(records, labels, features)
+            data = ExampleDataModule(examples, opt.batch_size, seed, collate=stack_collate)
+        else:
+            examples = router_dataset(records, labels, opt.prefix_bytes, opt.label_stride)
+            data = ExampleDataModule(examples, opt.batch_size, seed)
         fit(RouterStage(router, opt, anchor, fisher, opt.ewc_lambda), data, cfg, opt, log_dir, f"router-{index}")
     router = router.cpu()
     sample = sorted(records, key=lambda r: unit_hash(seed, "fisher", r.id))[: opt.fisher_samples]
-    # BOS + the whole prefix: the last position's decision has seen every byte of it.
-    inputs = [torch.tensor([BOS, *r.text.encode("utf-8")[: opt.prefix_bytes]]) for r in sample]
+    if features is not None:  # the decision after the whole prefix: the last probe
+        inputs = [features[r.id] for r in sample]
+    else:  # BOS + the whole prefix: the last position's decision has seen every byte of it
+        inputs = [torch.tensor([BOS, *r.text.encode("utf-8")[: opt.prefix_bytes]]) for r in sample]
     weights = {k: v.detach().clone() for k, v in router.state_dict().items()}
     return weights, accumulate(fisher, fisher_diagonal(router, inputs), opt.ewc_gamma)

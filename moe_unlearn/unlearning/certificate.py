@@ -8,7 +8,7 @@ hash), so an edited or removed entry is evident: `Registry.verify_chain` finds t
 import hashlib
 import json
 
-from moe_unlearn.rundir import BASE_FILE
+from moe_unlearn.rundir import BASE_FILE, stage_file
 from moe_unlearn.storage.registry import Registry, now
 
 
@@ -40,7 +40,8 @@ def build_certificate(
     experts = sorted(
         {p.removeprefix("experts/").removesuffix(".safetensors") for p in trained if p.startswith("experts/")}
     )
-    stages = sorted(int(p.split("_")[-1].split(".")[0]) for p in trained if p.startswith("router/"))
+    stage_prefix = stage_file(0).removesuffix("0.safetensors")
+    stages = sorted(int(p.removeprefix(stage_prefix).split(".")[0]) for p in trained if p.startswith(stage_prefix))
     base = BASE_FILE in trained
     if after is None:
         statement = "No model had been trained: the records were deleted from the store and nothing was retrained."

@@ -41,13 +41,35 @@ def test_the_base_trains_first_on_base_sources_only(base_run_dir):
     assert files[BASE_FILE]["records"] == len(ids_of(base_run_dir, "football")[0] + ids_of(base_run_dir, "legal")[0])
 
 
-def test_experts_branch_from_the_base(base_run_dir, tmp_path):
-    """Same expert records, no base: different expert weights (they start from the base's)."""
-    plain = tmp_path / "plain"
+def test_experts_branch_from_the_base_and_a_byte_router_ignores_it(tmp_path):
+    """Same expert records, no base: different expert weights (they start from the base's); with
+    model.router.features=bytes the router stages are those of the run without a base."""
+    plain, byte_router = tmp_path / "plain", tmp_path / "bytes"
     Run(plain).train(TINY)
-    a, b = file_hashes(base_run_dir), file_hashes(plain)
+    Run(byte_router).train(TINY, [*WITH_BASE, "model.router.features=bytes"])
+    a, b = file_hashes(byte_router), file_hashes(plain)
     assert a["experts/recipes.safetensors"] != b["experts/recipes.safetensors"]
-    assert a["router/stage_0.safetensors"] == b["router/stage_0.safetensors"]  # the router reads bytes, not the base
+    assert all(a[p] == b[p] for p in b if p.startswith("router/"))
+    assert not any(p.startswith("router/features/") for p in a)
+
+
+def test_the_router_is_a_head_on_base_features(base_run_dir):
+    from moe_unlearn.models.loading import load_version
+    from moe_unlearn.models.router import FeatureRouter
+
+    model, manifest = load_version(base_run_dir, 1)
+    assert isinstance(model.router, FeatureRouter)
+    assert {p for p in manifest["files"] if p.startswith("router/features/")} == {
+        "router/features/recipes.safetensors",
+        "router/features/weather.safetensors",
+        "router/features/code.safetensors",
+    }
+    assert manifest["eval"]["router_top1"]["16"] >= 0.0  # evaluated through the base
+
+
+def test_a_router_on_base_features_needs_a_base(tmp_path):
+    with pytest.raises(UserError, match="model.router.features=base needs base sources"):
+        Run(tmp_path / "run").train(TINY, ["model.router.features=base"])
 
 
 def test_the_mixture_names_the_base_and_its_rule(base_run_dir):
@@ -65,7 +87,29 @@ def test_an_expert_forget_keeps_the_base_and_the_other_experts_and_equals_the_or
     after = file_hashes(base_copy)
     for unchanged in (BASE_FILE, "experts/recipes.safetensors", "experts/code.safetensors"):
         assert after[unchanged] == before[unchanged]
+    for unchanged in ("router/features/recipes.safetensors", "router/features/code.safetensors"):
+        assert after[unchanged] == before[unchanged]
     assert_equal_to_oracle(base_copy, tmp_path)
+
+
+def test_a_forget_keeps_the_features_of_the_records_it_keeps(base_copy):
+    """Features are a pure function of base and record: the forget's new file holds the old rows."""
+    from moe_unlearn.models.loading import load_version
+    from moe_unlearn.storage.versions import load_tensors
+    from moe_unlearn.training.features import read_features
+
+    def rows(version: int) -> dict:
+        _, manifest = load_version(base_copy, version)
+        path = "router/features/weather.safetensors"
+        file = base_copy / "versions" / str(version) / path
+        return read_features(load_tensors(file, manifest["files"][path]["sha256"]))
+
+    before = rows(1)
+    gone = ids_of(base_copy, "weather")[0][:2]
+    Run(base_copy).forget(records=gone)
+    after = rows(2)
+    assert set(after) == set(before) - set(gone)
+    assert all(after[i].equal(before[i]) for i in after)
 
 
 def test_a_base_source_forget_is_a_full_rebuild_that_says_so_and_equals_the_oracle(base_copy, tmp_path):
@@ -98,7 +142,11 @@ def test_drop_and_add_with_a_base_equal_the_oracle(base_copy, tmp_path):
         "".join(json.dumps({"id": f"news-{i}", "text": f"Headline {i}: markets rally again"}) + "\n" for i in range(30))
     )
     manifest = run.add("news", [path])
-    assert manifest["trained"] == ["experts/news.safetensors", "router/stage_2.safetensors"]
+    assert manifest["trained"] == [
+        "experts/news.safetensors",
+        "router/features/news.safetensors",
+        "router/stage_2.safetensors",
+    ]
     assert_equal_to_oracle(base_copy, tmp_path / "add")
 
 
