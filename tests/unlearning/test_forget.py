@@ -139,7 +139,12 @@ def test_dry_run_lists_what_would_go_and_changes_nothing(tiny_copy):
     ids = [r.id for r in run.registry.records(["recipes"])[:3]]
     plan = run.forget(records=ids, source="recipes", dry_run=True)
     assert plan["dry_run"] and [r["id"] for r in plan["records"]] == ids
-    assert plan["would_retrain"] == {"experts": ["recipes"], "router_stages": [0, 1, 2]}
+    assert plan["would_retrain"] == {
+        "base": False,
+        "full_rebuild": False,
+        "experts": ["recipes"],
+        "router_stages": [0, 1, 2],
+    }
     assert run.info()["records"] == before["records"] and run.requests() == []
 
 
