@@ -28,7 +28,8 @@ class CorpusConfig:
     seed: int = 0  # corpus generator seed (independent of the training seed)
     canaries: int = 0  # canary records with a random secret, spread over the domains
     canary_repeats: int = 1  # times each canary is inserted (1..10)
-    base_domains: int = 0  # built-in domains after the first `domains` written as base sources (0: no base)
+    base_domains: int = 0  # built-in domains after the first `domains` written as base sources (0: none)
+    base_records: int = 0  # more records of each of the `domains`, in one base source `public` (0: none)
 
 
 @dataclass
@@ -223,6 +224,7 @@ def validate(config: Config) -> None:
     checks = [
         (1 <= c.domains <= 16, f"data.corpus.domains must be 1..16, got {c.domains}"),
         (c.base_domains >= 0, f"data.corpus.base_domains must be 0 or more, got {c.base_domains}"),
+        (c.base_records >= 0, f"data.corpus.base_records must be 0 or more, got {c.base_records}"),
         (c.domains + c.base_domains <= 16, "data.corpus.domains + data.corpus.base_domains must be at most 16"),
         (1 <= c.canary_repeats <= 10, f"data.corpus.canary_repeats must be 1..10, got {c.canary_repeats}"),
         (0.0 <= config.data.heldout_fraction < 1.0, "data.heldout_fraction must be in [0, 1)"),

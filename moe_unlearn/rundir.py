@@ -24,7 +24,7 @@ from pathlib import Path
 from rich.console import Console
 
 from moe_unlearn.config import Config
-from moe_unlearn.data.corpus import base_corpus_domains, generate_corpus
+from moe_unlearn.data.corpus import PUBLIC, base_corpus_domains, generate_corpus
 from moe_unlearn.errors import UserError
 from moe_unlearn.storage.registry import Registry
 
@@ -172,11 +172,12 @@ def check_corpus(registry: Registry, run_dir: Path, cfg: Config) -> None:
 
 
 def corpus_settings(cfg: Config) -> dict:
-    """The built-in corpus settings a run directory records (base_domains only when used, so directories
-    made before it existed still match)."""
+    """The built-in corpus settings a run directory records (the base keys only when used, so directories
+    made before they existed still match)."""
     settings = asdict(cfg.data.corpus)
-    if settings["base_domains"] == 0:
-        settings.pop("base_domains")
+    for key in ("base_domains", "base_records"):
+        if settings[key] == 0:
+            settings.pop(key)
     return settings
 
 
@@ -207,10 +208,10 @@ def _create(run_dir: Path, cfg: Config) -> None:
         if cfg.data.builtin:
             c = cfg.data.corpus
             records = generate_corpus(
-                c.domains, c.records_per_domain, c.seed, c.canaries, c.canary_repeats, c.base_domains
+                c.domains, c.records_per_domain, c.seed, c.canaries, c.canary_repeats, c.base_domains, c.base_records
             )
             mapping = {s: spec.name for spec in cfg.experts for s in spec.sources}
-            base = set(base_corpus_domains(c.domains, c.base_domains))
+            base = {*base_corpus_domains(c.domains, c.base_domains), PUBLIC}
             for source in dict.fromkeys(r.source for r in records):
                 if source in base:
                     registry.add_source(source, None, builtin=True, role="base")

@@ -181,3 +181,13 @@ def test_frozen_parts_keep_the_base_weights(tmp_path):
 def test_an_unknown_frozen_part_is_a_clear_error(tmp_path):
     with pytest.raises(UserError, match="train.frozen: 'blocks.9'"):
         Run(tmp_path / "bad").train(TINY, [*WITH_BASE, "train.frozen=[blocks.9]"])
+
+
+def test_the_built_in_corpus_can_hold_back_a_public_share_of_each_domain_as_base(tmp_path):
+    run = Run(tmp_path / "run")
+    run.init(TINY, ["data.corpus.base_records=20"])
+    sources = {s["name"]: s for s in run.info()["sources"]}
+    assert sources["public"]["role"] == "base" and sources["public"]["records"] == 3 * 20
+    assert {s for s, info in sources.items() if info["role"] == "expert"} == {"recipes", "weather", "code"}
+    ids = {r.id for r in run.registry.records(["public"])}
+    assert "recipes-000060" in ids and "recipes-000059" not in ids  # after the experts' 60 records

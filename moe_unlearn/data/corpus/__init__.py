@@ -41,6 +41,7 @@ __all__ = [
     "SECRET_LENGTH",
     "Canary",
     "canary_candidates",
+    "PUBLIC",
     "base_corpus_domains",
     "generate_corpus",
     "make_canaries",
@@ -54,9 +55,12 @@ def generate_corpus(
     canaries: int = 0,
     canary_repeats: int = 1,
     base_domains: int = 0,
+    base_records: int = 0,
 ) -> list[Record]:
     """The built-in corpus: records of the first `domains` DOMAINS in order, then the canary records,
-    then the records of the next `base_domains` DOMAINS (for a base model: they hold no canary).
+    then, for a base model (no canary in them), the records of the next `base_domains` DOMAINS (their
+    own sources) and `base_records` more records of each of the first `domains` (the source PUBLIC:
+    text of the experts' kinds that never needs forgetting).
 
     Record ids are f"{domain}-{i:06d}" with source = domain. Each of the `canaries` canaries (see
     make_canaries, start=0) appears `canary_repeats` times as its own record f"{canary.id}-r{r}" with
@@ -67,6 +71,7 @@ def generate_corpus(
     check_int("canaries", canaries, 0)
     check_int("canary_repeats", canary_repeats, 1, MAX_CANARY_REPEATS)
     check_int("domains + base_domains", domains + base_domains, 1, MAX_DOMAINS)
+    check_int("base_records", base_records, 0)
     records = [
         Record(f"{d}-{i:06d}", d, record_text(d, i, seed)) for d in DOMAINS[:domains] for i in range(records_per_domain)
     ]
@@ -74,7 +79,12 @@ def generate_corpus(
         records.extend(Record(record_id, cn.source, cn.text) for record_id in cn.record_ids(canary_repeats))
     for d in base_corpus_domains(domains, base_domains):
         records.extend(Record(f"{d}-{i:06d}", d, record_text(d, i, seed)) for i in range(records_per_domain))
+    extra = range(records_per_domain, records_per_domain + base_records)
+    records.extend(Record(f"{d}-{i:06d}", PUBLIC, record_text(d, i, seed)) for d in DOMAINS[:domains] for i in extra)
     return records
+
+
+PUBLIC = "public"  # the built-in base source of `base_records`
 
 
 def base_corpus_domains(domains: int, base_domains: int) -> tuple[str, ...]:
