@@ -191,3 +191,14 @@ def test_the_built_in_corpus_can_hold_back_a_public_share_of_each_domain_as_base
     assert {s for s, info in sources.items() if info["role"] == "expert"} == {"recipes", "weather", "code"}
     ids = {r.id for r in run.registry.records(["public"])}
     assert "recipes-000060" in ids and "recipes-000059" not in ids  # after the experts' 60 records
+
+
+def test_data_base_sources_must_be_base_in_the_registry(tmp_path):
+    """A config that names a base source refuses a registry where it is an expert (roles are set at ingest)."""
+    text = tmp_path / "dict.txt"
+    text.write_text("\n\n".join(f"word{i}: a word of the dictionary, entry {i}." for i in range(10)))
+    run = Run(tmp_path / "run")
+    run.init(TINY, ["data.builtin=false"])
+    run.ingest("gcide", [text])
+    with pytest.raises(UserError, match="data.base_sources names 'gcide', an expert source"):
+        run.train(TINY, ["data.builtin=false", "data.base_sources=[gcide]"])
