@@ -188,6 +188,7 @@ def k_overrides(k: int, args) -> list[str]:
         return [*FIXED, "data.builtin=false", *args.overrides]
     # --base-records is the base's total, like --total: split over the K domains so the base is the same size at any K
     base = [f"data.corpus.base_records={args.base_records // k}"] if args.base_records else []
+    base.append("data.corpus.base_domains=0")  # K up to 16 uses every built-in domain: the base is `public`
     return [
         *FIXED,
         *args.overrides,

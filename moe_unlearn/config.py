@@ -24,11 +24,11 @@ DEFAULT_CONFIG = CONFIG_DIR / "default.yaml"
 @dataclass
 class CorpusConfig:
     domains: int = 4  # built-in domains (1..16)
-    records_per_domain: int = 2000  # records generated per domain
+    records_per_domain: int = 1000  # records generated per domain
     seed: int = 0  # corpus generator seed (independent of the training seed)
     canaries: int = 0  # canary records with a random secret, spread over the domains
     canary_repeats: int = 1  # times each canary is inserted (1..10)
-    base_domains: int = 0  # built-in domains after the first `domains` written as base sources (0: none)
+    base_domains: int = 4  # built-in domains after the first `domains` written as base sources (0: none)
     base_records: int = 0  # more records of each of the `domains`, in one base source `public` (0: none)
 
 
@@ -225,7 +225,11 @@ def validate(config: Config) -> None:
         (1 <= c.domains <= 16, f"data.corpus.domains must be 1..16, got {c.domains}"),
         (c.base_domains >= 0, f"data.corpus.base_domains must be 0 or more, got {c.base_domains}"),
         (c.base_records >= 0, f"data.corpus.base_records must be 0 or more, got {c.base_records}"),
-        (c.domains + c.base_domains <= 16, "data.corpus.domains + data.corpus.base_domains must be at most 16"),
+        (
+            c.domains + c.base_domains <= 16,
+            f"data.corpus.domains + data.corpus.base_domains must be at most 16, got {c.domains} + {c.base_domains}: "
+            "set data.corpus.base_domains=0 (or a base of the same domains: data.corpus.base_records=N)",
+        ),
         (1 <= c.canary_repeats <= 10, f"data.corpus.canary_repeats must be 1..10, got {c.canary_repeats}"),
         (0.0 <= config.data.heldout_fraction < 1.0, "data.heldout_fraction must be in [0, 1)"),
         (m.expert.d_model % m.expert.n_head == 0, "model.expert.d_model must be divisible by model.expert.n_head"),
