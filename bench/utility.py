@@ -36,10 +36,14 @@ records (for ours the grid sets train.expert.lr and train.base.lr together; the 
 mixture is the held-out records of the expert sources pooled (bytes-weighted); "all" pools every source,
 base ones included. Writes JSON and Markdown to --out and a PNG to --plots.
 
-    .venv/bin/python -m bench.utility                 # default config, lr grid: ~52 min on 2 cores (Intel Xeon)
-    .venv/bin/python -m bench.utility --lrs 2e-3      # default config, one lr: ~25 min
+Run times (2 threads, 2 cores): the first three were measured on 2026-12-02, before the base (Intel Xeon,
+alone); the fourth on 2026-12-04 on an AMD EPYC shared with other jobs (load 4-6 for most of it), so
+expect well under that alone: the dense models' steps cost 3x to 15x more while other fits competed.
+
+    .venv/bin/python -m bench.utility                 # default config, lr grid: ~52 min (no base sources)
+    .venv/bin/python -m bench.utility --lrs 2e-3      # default config, one lr: ~25 min (no base sources)
     .venv/bin/python -m bench.utility --quick         # no base sources: ~10 min
-    .venv/bin/python -m bench.utility --quick data.corpus.base_domains=4   # 4 base sources: ~30 min
+    .venv/bin/python -m bench.utility --quick data.corpus.base_domains=4   # 4 base sources: 1 h 35 min, shared
     .venv/bin/python -m bench.utility --quick --data data/dictd   # dictd, gcide the base, 500 steps a model
 """
 
@@ -540,12 +544,13 @@ def plot(report: dict, path: Path) -> None:
     from matplotlib.figure import Figure  # object API: Agg, no pyplot state
 
     rows, base = report["rows"], report["config"]["base_sources"]
-    groups = [*rows[0]["heldout_bpb"], "mixture", *(["all"] if base else [])]
+    sources = sorted(rows[0]["heldout_bpb"], key=lambda s: s in base)  # as the table: expert sources first
+    groups = [*sources, "mixture", *(["all"] if base else [])]
     width = 0.8 / len(rows)
     figure = Figure(figsize=(max(8, 1.6 * len(groups)), 4.5), layout="constrained")
     ax = figure.subplots()
     for i, r in enumerate(rows):
-        values = [*r["heldout_bpb"].values(), r["mixture_bpb"], *([r["all_bpb"]] if base else [])]
+        values = [*(r["heldout_bpb"][s] for s in sources), r["mixture_bpb"], *([r["all_bpb"]] if base else [])]
         ax.bar([g + i * width for g in range(len(groups))], values, width, label=r["model"])
     labels = [f"{g}\n(base)" if g in base else g for g in groups]
     ax.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))], labels)
