@@ -30,9 +30,11 @@ def test_new_run_directory_holds_the_builtin_corpus_once(tmp_path):
     assert cli("ingest", "--source", "notes", notes, "--run-dir", run_dir).returncode == 0
     info = Run(run_dir).info()
     counts = {s["name"]: s["records"] for s in info["sources"]}
-    assert counts == {"recipes": 2000, "weather": 2000, "code": 2000, "legal": 2000, "notes": 2}
+    base = {"basketball": 1000, "clinical": 1000, "football": 1000, "reviews": 1000}  # the default's base sources
+    assert counts == {**base, "recipes": 1000, "weather": 1000, "code": 1000, "legal": 1000, "notes": 2}
     assert info["experts"] == ["recipes", "weather", "code", "legal", "notes"]  # order of addition
-    assert [s["builtin"] for s in info["sources"]] == [True] * 4 + [False]
+    assert [s["builtin"] for s in info["sources"]] == [True] * 8 + [False]
+    assert [s["role"] for s in info["sources"]] == ["base"] * 4 + ["expert"] * 5
 
 
 def test_ingest_round_trip_with_keyed_hashes(empty_run, tmp_path):
