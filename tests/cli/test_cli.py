@@ -154,3 +154,14 @@ def test_the_cli_starts_without_the_training_stack():
     code = f"import sys, moe_unlearn.cli; print(*(m for m in {heavy} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=REPO)
     assert out.stdout.strip() == ""
+
+
+def test_score_generate_and_registry_name_the_mixing_rule(tiny_run_dir):
+    """Users must know which rule produced a number: the manifest's, in every answer and in `registry`."""
+    manifest = Run(tiny_run_dir).info()["manifest"]
+    assert manifest["mixing"]["rule"] == "posterior" and set(manifest["mixing"]) >= {"decay", "keep", "threshold"}
+    scored = json.loads(cli("score", "Rain in Porto.", "--run-dir", tiny_run_dir, "--json").stdout)
+    generated = json.loads(cli("generate", "Rain", "-n", 5, "--run-dir", tiny_run_dir, "--json").stdout)
+    assert scored["mixing"] == generated["mixing"] == manifest["mixing"]
+    assert "mixing: posterior (decay 0.98" in cli("registry", "--run-dir", tiny_run_dir).stdout
+    assert "mixing: posterior" in cli("score", "Rain in Porto.", "--run-dir", tiny_run_dir).stdout
