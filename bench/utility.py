@@ -75,7 +75,7 @@ from moe_unlearn.models.router import FeatureRouter, Router
 from moe_unlearn.rundir import BASE_FILE, REGISTRY_FILE
 from moe_unlearn.storage.registry import Registry
 from moe_unlearn.training.evaluate import bits_per_byte
-from moe_unlearn.training.plan import plan
+from moe_unlearn.training.plan import plan, reads_base
 from moe_unlearn.training.trainer import configure_torch, train_base, train_expert
 
 QUICK = ["data.corpus.records_per_domain=800"]
@@ -141,12 +141,6 @@ def expert_params(shape: ExpertModelConfig) -> int:
 def _transformer_params(*fields) -> int:  # matched_shape asks for hundreds of shapes
     with torch.device("meta"):
         return params(ByteTransformer(ExpertModelConfig(*fields)))
-
-
-def reads_base(cfg: Config, has_base: bool) -> bool:
-    """Whether ours' router is a head on the base's features, as training/plan.py decides it
-    (model.router.features: base, or auto with base sources)."""
-    return has_base and getattr(cfg.model.router, "features", "bytes") in ("auto", "base")
 
 
 def router_params(cfg: Config, n_experts: int, has_base: bool = False) -> int:
