@@ -215,13 +215,18 @@ def train_router_stage(
     rcfg, opt = cfg.model.router, cfg.train.router
     seed = seed_for(cfg.seed, "router", expert)
     L.seed_everything(seed, verbose=False)
-    n_in = cfg.model.expert.d_model
+
+    def new_router(n_experts: int) -> Router | FeatureRouter:
+        if features is not None:
+            return FeatureRouter(rcfg, cfg.model.expert.d_model, n_experts)
+        return Router(rcfg, n_experts=n_experts)
+
     if previous is None:
-        router = FeatureRouter(rcfg, n_in, 1) if features is not None else Router(rcfg, n_experts=1)
+        router = new_router(1)
         anchor, fisher = {}, {}
     else:
         anchor, fisher = previous
-        router = FeatureRouter(rcfg, n_in, index) if features is not None else Router(rcfg, n_experts=index)
+        router = new_router(index)
         router.load_state_dict(anchor)
         router = router.grow(torch.Generator().manual_seed(seed))
     if index > 0:
