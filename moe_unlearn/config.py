@@ -73,6 +73,7 @@ class MixingConfig:
     threshold: float = 0.01  # posterior: pruning threshold (0: never prune)
     prune_after: int = 32  # posterior: bytes of a chunk before pruning may start
     base_prior: float = 0.1  # posterior: prior weight of the base model among the candidates (with a base)
+    prior_temperature: float = 4.0  # posterior: the router's logits are divided by it (1: as trained)
 
 
 @dataclass
@@ -107,7 +108,7 @@ class RouterTrainConfig(OptimConfig):
 @dataclass
 class TrainConfig:
     experts: list[str] | None = None  # train only these experts (others reused); null: all as needed
-    expert: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, grad_clip=1.0))
+    expert: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, grad_clip=1.0, max_epochs=3))
     base: OptimConfig = field(default_factory=lambda: OptimConfig(lr=2e-3, grad_clip=1.0))  # with base sources
     frozen: list[str] = field(default_factory=list)  # experts branched from the base keep these parts' weights
     router: RouterTrainConfig = field(
@@ -189,11 +190,14 @@ def load_config(config_path: str | Path | None = None, overrides: list[str] | tu
 
 def config_from_yaml(text: str) -> Config:
     """A config saved next to a model version (already resolved), read back in struct mode. One saved
-    before `model.mixing` existed mixed by the router's top-k, and keeps doing so."""
+    before `model.mixing` existed mixed by the router's top-k, and keeps doing so; one saved before
+    `prior_temperature` existed used the router's prior as trained (1)."""
     saved = OmegaConf.create(text)
     cfg = OmegaConf.merge(OmegaConf.structured(Config), saved)
     if "model" in saved and "mixing" not in saved.model:
         cfg.model.mixing.rule = "router"
+    elif "model" in saved and "prior_temperature" not in saved.model.mixing:
+        cfg.model.mixing.prior_temperature = 1.0
     return OmegaConf.to_object(cfg)
 
 
@@ -253,6 +257,7 @@ def validate(config: Config) -> None:
         (0.0 <= m.mixing.threshold < 1.0, "model.mixing.threshold must be in [0, 1)"),
         (m.mixing.prune_after >= 0, "model.mixing.prune_after must be 0 or more"),
         (0.0 < m.mixing.base_prior < 1.0, "model.mixing.base_prior must be in (0, 1)"),
+        (m.mixing.prior_temperature > 0, "model.mixing.prior_temperature must be above 0"),
         (config.trainer.threads >= 1, "trainer.threads must be at least 1"),
         (config.train.router.prefix_bytes >= 1, "train.router.prefix_bytes must be at least 1"),
         (config.train.router.label_stride >= 1, "train.router.label_stride must be at least 1"),

@@ -73,7 +73,9 @@ class MixtureOfExperts(nn.Module):
 
     def _log_prior(self, router_logits: torch.Tensor) -> torch.Tensor:
         has_base = len(self.names) > len(self.experts)
-        return rules.log_prior(router_logits, self.mixing.base_prior if has_base else None)
+        return rules.log_prior(
+            router_logits, self.mixing.base_prior if has_base else None, self.mixing.prior_temperature
+        )
 
     def forward(self, inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(log p of the next byte (B, T, 256), candidate weights (B, T, len(names))) for BOS-first inputs."""

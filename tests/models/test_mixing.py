@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from moe_unlearn.config import MixingConfig
+from moe_unlearn.config import Config, MixingConfig, config_from_yaml, to_yaml
 from moe_unlearn.data.examples import BOS, chunks, lm_example
 from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.mixing import from_manifest, log_prior, posterior_log_weights, settings
@@ -142,6 +142,7 @@ def test_score_equals_the_chunked_forward(moe: MixtureOfExperts, n: int) -> None
         "threshold": 0.05,
         "prune_after": 4,
         "base_prior": 0.2,
+        "prior_temperature": 4.0,
     }
 
 
@@ -192,3 +193,29 @@ def test_versions_from_before_mixing_used_the_router_top_k() -> None:
     assert (mixing.rule, top_k) == ("router", 3)
     saved = settings(POSTERIOR, 2, has_base=True)
     assert from_manifest({"top_k": 2, "mixing": saved}) == (POSTERIOR, 2)
+
+
+def test_prior_temperature_flattens_the_router_prior() -> None:
+    logits = torch.randn(2, 5, 3) * 4
+    as_trained, tempered = log_prior(logits, 0.25).exp(), log_prior(logits, 0.25, temperature=4.0).exp()
+    torch.testing.assert_close(tempered[..., :3] / 0.75, (logits / 4).softmax(-1))
+    torch.testing.assert_close(tempered[..., -1], as_trained[..., -1])  # the base keeps its share
+    assert (tempered[..., :3].amax(-1) <= as_trained[..., :3].amax(-1) + 1e-6).all()
+    uniform = log_prior(logits, 0.25, temperature=1e9).exp()[..., :3] / 0.75
+    torch.testing.assert_close(uniform, torch.full((2, 5, 3), 1 / 3))
+
+
+def test_posterior_versions_from_before_prior_temperature_keep_the_router_prior_as_trained() -> None:
+    saved = settings(POSTERIOR, 2, has_base=True)
+    del saved["prior_temperature"]
+    mixing, _ = from_manifest({"top_k": 2, "mixing": saved})
+    assert mixing.prior_temperature == 1.0
+    assert MixingConfig().prior_temperature != 1.0  # the default changed: old versions must not follow it
+
+
+def test_saved_configs_from_before_prior_temperature_keep_the_router_prior_as_trained() -> None:
+    text = to_yaml(Config())
+    old = text.replace("    prior_temperature: 4.0\n", "")
+    assert old != text
+    assert config_from_yaml(old).model.mixing.prior_temperature == 1.0
+    assert config_from_yaml(text).model.mixing.prior_temperature == 4.0
