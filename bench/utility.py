@@ -22,11 +22,13 @@ first `data.eval_records` by id), it trains and scores, all on the same training
 
 Every model trains through the project's own `train_expert` / `train_base`: the same loop, AdamW,
 schedule and hashed data order as ours. Everyone sees the same bytes: ours does the base's epochs over
-the base records and each expert's over its own, a dense model `max_epochs` over all records, a SISA
-model over its shard. With step limits (`max_steps`), a dense model gets the steps of all of ours'
-transformers together (base and K experts), each plain SISA model 1/K of them, and each SISA model from
-base 1/K of ours' experts'. The table's "bytes seen" counts them (the base's training included; ours'
-router stages, on record prefixes, not).
+the base records and each expert's over its own; when they are the same epochs, a dense model does
+them over all records and a SISA model over its shard; when they differ (by default the experts train
+3 epochs, the base 2), a dense model trains until it has seen ours' bytes (base and experts), a SISA
+model 1/K of them, a SISA model from base 1/K of ours' experts'. With step limits (`max_steps`), a
+dense model gets the steps of all of ours' transformers together, each plain SISA model 1/K of them,
+and each SISA model from base 1/K of ours' experts'. The table's "bytes seen" counts them (the base's
+training included; ours' router stages, on record prefixes, not).
 
 With a learning-rate grid (`--lrs`, 1e-3 2e-3 4e-3 unless --quick) each model is trained once per lr on
 the training records less a seeded validation split (`--val-fraction`), the lr with the lowest validation
@@ -49,10 +51,11 @@ expect well under that alone: the dense models' steps cost 3x to 15x more while 
 
 import argparse
 import functools
+import itertools
 import json
 import math
 import tempfile
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from dataclasses import astuple, replace
 from pathlib import Path
 
@@ -210,18 +213,19 @@ def jobs(method: str, cfg: Config, lr: float, train: Sources, base: Collection[s
         else:  # what one byte runs through
             active = active_models(cfg.model.mixing, cfg.model.router.top_k, k, has_base, reads_base(cfg, has_base))
             target = active * expert_params(cfg.model.expert) + routing
-        dense = replace(opt, max_steps=steps_budget(ours))
-        return [(variant(tuned, dense, matched_shape(cfg.model.expert, target)), method, everything)]
+        dense = variant(tuned, opt, matched_shape(cfg.model.expert, target))
+        return [(budgeted(dense, method, everything, ours, 1), method, everything)]
     if method == "sisa":
-        each = replace(opt, max_steps=share(steps_budget(ours), k))
-        return [(variant(tuned, each), f"sisa-{i}", part) for i, part in enumerate(shards(everything, cfg.seed, k))]
+        parts = shards(everything, cfg.seed, k)
+        return [(budgeted(tuned, f"sisa-{i}", part, ours, k), f"sisa-{i}", part) for i, part in enumerate(parts)]
     if method == "sisa-from-base":
         if not trunk:
             return []
-        each = replace(opt, max_steps=share(steps_budget(ours[1:]), k))
         expert_records = [r for records in experts.values() for r in records]
         parts = shards(expert_records, cfg.seed, k)
-        return trunk + [(variant(tuned, each), f"sisa-base-{i}", part) for i, part in enumerate(parts)]
+        return trunk + [
+            (budgeted(tuned, f"sisa-base-{i}", p, ours[1:], k), f"sisa-base-{i}", p) for i, p in enumerate(parts)
+        ]
     raise ValueError(f"unknown method {method!r}; methods: {', '.join(METHODS)}")
 
 
@@ -236,10 +240,31 @@ def share(budget: int, k: int) -> int:
 
 
 def steps_budget(calls: list[Call]) -> int:
-    """-1 when none of the calls has a step limit (epochs decide), else the optimizer steps they take together."""
-    if all(optimiser(c, name).max_steps <= 0 for c, name, _ in calls):
+    """-1 when epochs decide every call alike (no step limit, one `max_epochs`: the same epochs over all
+    the records are the same bytes), else the optimizer steps the calls take together."""
+    settings = [optimiser(c, name) for c, name, _ in calls]
+    if all(o.max_steps <= 0 for o in settings) and len({o.max_epochs for o in settings}) == 1:
         return -1
     return sum(len(batch_bytes(*call)) for call in calls)
+
+
+def budgeted(cfg: Config, name: str, records: list[Record], ours: list[Call], k: int) -> Config:
+    """`cfg` for a baseline model that gets its 1/k share of what `ours`' calls train: their optimizer
+    steps under step limits; when they all train the same epochs, those epochs over its records (the same
+    bytes); otherwise (the base and the experts train different epochs) the steps that reach its share of
+    their bytes, as many epochs as that takes."""
+    steps = steps_budget(ours)
+    if steps <= 0:
+        return variant(cfg, replace(cfg.train.expert, max_steps=-1, max_epochs=optimiser(*ours[0][:2]).max_epochs))
+    if any(optimiser(c, n).max_steps > 0 for c, n, _ in ours):
+        return variant(cfg, replace(cfg.train.expert, max_steps=share(steps, k), max_epochs=steps))
+    target, seen, steps = share(sum(bytes_seen(*call) for call in ours), k), 0, 0
+    unlimited = variant(cfg, replace(cfg.train.expert, max_steps=-1, max_epochs=10**6))
+    for size in batches(unlimited, name, records):
+        seen, steps = seen + size, steps + 1
+        if seen >= target:
+            break
+    return variant(cfg, replace(cfg.train.expert, max_steps=steps, max_epochs=steps))
 
 
 def optimiser(cfg: Config, name: str) -> OptimConfig:
@@ -255,18 +280,22 @@ def variant(
     return replace(cfg, model=model, train=replace(cfg.train, expert=opt, base=base_opt or cfg.train.base))
 
 
-def batch_bytes(cfg: Config, name: str, records: list[Record]) -> list[int]:
-    """Bytes (no padding) of each batch the call trains on, epoch by epoch, up to its step limit."""
+def batches(cfg: Config, name: str, records: list[Record]) -> Iterator[int]:
+    """Bytes (no padding) of each batch the call would train on, epoch by epoch (no step limit)."""
     opt = optimiser(cfg, name)
     dataset = expert_dataset(records, cfg.model.expert.block_size)
     seed = seed_for(cfg.seed, "base", BASE) if name == BASE else seed_for(cfg.seed, "expert", name)
-    sampler, sizes = ExampleDataModule(dataset, opt.batch_size, seed).train_dataloader().batch_sampler, []
+    sampler = ExampleDataModule(dataset, opt.batch_size, seed).train_dataloader().batch_sampler
     for epoch in range(opt.max_epochs):
         sampler.sampler.set_epoch(epoch)
-        sizes += [sum(sampler.lengths[i] for i in batch) for batch in sampler.batches()]
-        if 0 < opt.max_steps <= len(sizes):
-            break
-    return sizes[: opt.max_steps] if opt.max_steps > 0 else sizes
+        for batch in sampler.batches():
+            yield sum(sampler.lengths[i] for i in batch)
+
+
+def batch_bytes(cfg: Config, name: str, records: list[Record]) -> list[int]:
+    """Bytes (no padding) of each batch the call trains on, up to its step limit."""
+    limit = optimiser(cfg, name).max_steps
+    return list(itertools.islice(batches(cfg, name, records), limit if limit > 0 else None))
 
 
 def bytes_seen(cfg: Config, name: str, records: list[Record]) -> int:

@@ -62,7 +62,8 @@ def test_without_base_sources_every_method_trains_on_every_record_for_the_same_b
 
 
 def test_with_base_sources_the_base_trains_first_and_the_baselines_see_its_records_too():
-    cfg, train = load_config(), corpus(["g", "a", "h", "b"])
+    cfg = load_config(None, ["train.base.max_epochs=3"])  # the experts' epochs: every model the same bytes
+    train = corpus(["g", "a", "h", "b"])
     base = ("g", "h")
     everything = [r for records in train.values() for r in records]
     calls = {m: jobs(m, cfg, 4e-3, train, base) for m in METHODS}
@@ -103,6 +104,22 @@ def test_with_step_limits_a_dense_model_gets_all_of_ours_steps_and_each_sisa_mod
     assert [c.train.expert.max_steps for c, _, _ in calls["sisa-from-base"][1:]] == [3, 3]  # ours' experts' steps
     unlimited = cfg.train.base.max_epochs * sum(len(r.text.encode()) for r in train["g"])
     assert bytes_seen(*calls["ours"][0]) == sum(batch_bytes(*calls["ours"][0])) < unlimited  # 5 steps only
+
+
+def test_when_the_base_and_the_experts_train_different_epochs_the_baselines_see_ours_bytes():
+    cfg = load_config(None, ["train.base.max_epochs=1", "train.expert.max_epochs=3"])
+    train, base = corpus(["g", "a", "b"]), ("g",)
+    calls = {m: jobs(m, cfg, 2e-3, train, base) for m in METHODS}
+    everything = sum(len(r.text.encode()) for records in train.values() for r in records)
+    ours = total_bytes_seen(calls["ours"])
+    assert ours == (1 * 1 + 3 * 2) * everything // 3  # g, a and b hold a third of the bytes each
+    ((dense_cfg, _, _),) = calls["dense-matched"]
+    last = batch_bytes(*calls["dense-matched"][0])[-1]
+    assert ours <= total_bytes_seen(calls["dense-matched"]) < ours + last  # up to the batch that reaches them
+    assert dense_cfg.train.expert.max_epochs >= 3  # 7/3 passes over all the records: as many epochs as it takes
+    for _, _, part in calls["sisa"]:  # each SISA model: half of ours' bytes, on its shard
+        assert sum(bytes_seen(*c) for c in calls["sisa"] if c[2] is part) >= ours / 2
+    assert total_bytes_seen(calls["sisa"]) < ours + 2 * max(batch_bytes(*c)[-1] for c in calls["sisa"])
 
 
 def test_active_models_counts_what_one_byte_runs_through():
