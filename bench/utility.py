@@ -38,14 +38,13 @@ records (for ours the grid sets train.expert.lr and train.base.lr together; the 
 mixture is the held-out records of the expert sources pooled (bytes-weighted); "all" pools every source,
 base ones included. Writes JSON and Markdown to --out and a PNG to --plots.
 
-Run times (2 threads, 2 cores): the first three were measured on 2026-12-02, before the base (Intel Xeon,
-alone); the fourth on 2026-12-04 on an AMD EPYC shared with other jobs (load 4-6 for most of it), so
-expect well under that alone: the dense models' steps cost 3x to 15x more while other fits competed.
+Run times (2 threads, 2 cores): the first two were measured on 2026-12-02, before the base (Intel Xeon,
+alone, no base sources); the quick one on 2026-12-04 on an AMD EPYC, alone, with the default's 4 base
+sources.
 
-    .venv/bin/python -m bench.utility                 # default config, lr grid: ~52 min (no base sources)
-    .venv/bin/python -m bench.utility --lrs 2e-3      # default config, one lr: ~25 min (no base sources)
-    .venv/bin/python -m bench.utility --quick         # no base sources: ~10 min
-    .venv/bin/python -m bench.utility --quick data.corpus.base_domains=4   # 4 base sources: 1 h 35 min, shared
+    .venv/bin/python -m bench.utility                 # default config, lr grid: ~52 min before the base
+    .venv/bin/python -m bench.utility --lrs 2e-3      # default config, one lr: ~25 min before the base
+    .venv/bin/python -m bench.utility --quick         # 4 base sources (the default): 24 min
     .venv/bin/python -m bench.utility --quick --data data/dictd   # dictd, gcide the base, 500 steps a model
 """
 
