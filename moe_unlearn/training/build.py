@@ -268,9 +268,12 @@ def _features(cfg: Config, job: Job, build: Build, base: Tensors, base_lineage: 
 def _take_part(cfg: Config, jobs: list[Job], build: Build, todo: set[str]) -> dict:
     """A DDP follower's share of a build: the fits of the `todo` paths, each router stage from the same
     previous stage as on rank 0 (trained here, or read from the files the build keeps). Writes nothing
-    (Lightning logs on rank 0 only) and returns {}."""
+    (Lightning logs on rank 0 only) and returns {}. Stages of a FeatureRouter are not DDP fits (training/
+    trainer.py, `fit_head`): rank 0 trains them alone."""
     previous_stage, base, features = None, None, {}
     for job in jobs:
+        if job.kind == "router-stage" and features:
+            continue
         if job.path in todo and job.kind == "router-features":
             lineage = next(j.lineage for j in jobs if j.kind == "base")
             tensors = _features(cfg, job, build, base, lineage, Console(quiet=True))

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.fabric.loggers import CSVLogger as FabricCSVLogger
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
@@ -34,7 +35,7 @@ from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.router import FeatureRouter, Router
 from moe_unlearn.training.distributed import check_followers, multi_process
 from moe_unlearn.training.ewc import accumulate, fisher_diagonal
-from moe_unlearn.training.modules import ExpertLM, RouterStage
+from moe_unlearn.training.modules import ExpertLM, RouterStage, build_optimizer
 
 Tensors = dict[str, torch.Tensor]
 EXAMPLES_FILE = "examples.json"
@@ -159,6 +160,59 @@ def fit(module: L.LightningModule, data: ExampleDataModule, cfg: Config, optim: 
     trainer.fit(module, datamodule=data)
 
 
+def fit_head(module: RouterStage, data: ExampleDataModule, cfg: Config, optim: OptimConfig, log_dir: Path, name: str):
+    """A FeatureRouter stage's fit in a Lightning Fabric loop on one device: the steps `fit` takes, and so
+    the same weights (tests/training/test_trainer.py compares them): the same batches in the same order,
+    AdamW with its schedule over the same step count, and per step the loss, zero_grad, backward, the
+    gradient clip, the update and the scheduler's step; metrics go to `log_dir/name/metrics.csv` on the
+    steps the Trainer would write. A stage is a head of ~20k parameters trained for a few dozen steps on
+    stored features: under the Trainer, its fixed cost and per-step hooks took about three quarters of
+    a stage (0.16 s of fit for 18 steps of ~2 ms; AMD EPYC, 2 threads). Router stages run in one process
+    (../shared/DESIGN.md, "Scale"): DDP followers skip them."""
+    every = cfg.trainer.log_every_n_steps
+    fabric = L.Fabric(
+        accelerator=cfg.trainer.accelerator,
+        devices=1,
+        precision=cfg.trainer.precision,
+        loggers=FabricCSVLogger(log_dir, name=name, version="", flush_logs_every_n_steps=10**9),
+    )
+    loader = data.train_dataloader()
+    per_epoch = len(loader.batch_sampler)
+    total = per_epoch * optim.max_epochs  # max_epochs >= 1 (config.py); max_steps -1: no limit
+    total = min(total, optim.max_steps) if optim.max_steps >= 0 else total
+    module.anchor = {k: v.to(fabric.device) for k, v in module.anchor.items()}
+    module.fisher = {k: v.to(fabric.device) for k, v in module.fisher.items()}
+    fabric.setup_module(module)  # onto the device; `module` is still called directly (one device, no DDP)
+    cuda = fabric.device.type == "cuda"
+    configured = build_optimizer(list(module.parameters()), optim, max(1, total), fused=cuda)
+    optimizer, scheduler = fabric.setup_optimizers(configured["optimizer"]), configured["lr_scheduler"]["scheduler"]
+    inputs, labels = (torch.stack(t) for t in zip(*data.dataset.examples, strict=True))  # one shape: a FeatureRouter's
+    crash = os.environ.get(ENV) == "mid-router-stage"
+    module.train()
+    step, epoch = 0, 0
+    while step < total:
+        loader.batch_sampler.sampler.set_epoch(epoch)
+        for batch in loader.batch_sampler:
+            index = torch.tensor(batch)
+            with fabric.autocast():
+                loss, metrics = module.step_loss(fabric.to_device((inputs[index], labels[index])))
+            optimizer.zero_grad()
+            fabric.backward(loss)
+            if optim.grad_clip:
+                fabric.clip_gradients(module, optimizer, max_norm=optim.grad_clip, error_if_nonfinite=False)
+            optimizer.step()
+            scheduler.step()
+            if (step + 1) % every == 0:
+                fabric.log_dict({"epoch": epoch, **{k: v.item() for k, v in metrics().items()}}, step=step)
+            step += 1
+            if crash and step >= 2:
+                crash_point("mid-router-stage")
+            if step >= total:
+                break
+        epoch += 1
+    fabric.logger.finalize("success")
+
+
 def train_expert(cfg: Config, name: str, records: list[Record], log_dir: Path, base: Tensors | None = None) -> Tensors:
     """An expert trained on exactly `records`, from the base model's weights when given (the parameters
     `train.frozen` names keep the base's values), else from its seeded initialisation."""
@@ -230,13 +284,16 @@ def train_router_stage(
         router.load_state_dict(anchor)
         router = router.grow(torch.Generator().manual_seed(seed))
     if index > 0:
+        stage = RouterStage(router, opt, anchor, fisher, opt.ewc_lambda)
         if features is not None:
             examples = feature_dataset(records, labels, features)
             data = ExampleDataModule(examples, opt.batch_size, seed, collate=stack_collate)
+            fit_head(stage, data, cfg, opt, log_dir, f"router-{index}")
         else:
-            examples = router_dataset(records, labels, opt.prefix_bytes, opt.label_stride)
-            data = ExampleDataModule(examples, opt.batch_size, seed)
-        fit(RouterStage(router, opt, anchor, fisher, opt.ewc_lambda), data, cfg, opt, log_dir, f"router-{index}")
+            data = ExampleDataModule(
+                router_dataset(records, labels, opt.prefix_bytes, opt.label_stride), opt.batch_size, seed
+            )
+            fit(stage, data, cfg, opt, log_dir, f"router-{index}")
     router = router.cpu()
     sample = sorted(records, key=lambda r: unit_hash(seed, "fisher", r.id))[: opt.fisher_samples]
     if features is not None:  # the decision after the whole prefix: the last probe

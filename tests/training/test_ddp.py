@@ -86,3 +86,17 @@ def test_entries_that_cannot_start_followers_refuse_a_multi_process_config(tmp_p
     # that command, which cannot follow rank 0's build, and rank 0 would wait for them.
     with pytest.raises(UserError, match="only be started by `python train.py`"):
         Run(tmp_path / "run").train(TINY, DDP)
+
+
+def test_with_a_base_rank_0_trains_the_router_head_alone(tmp_path):
+    """A FeatureRouter's stages are not DDP fits (training/trainer.py, `fit_head`): the follower skips
+    them, the build finishes and its router stage was trained by one process."""
+    run_dir = tmp_path / "run"
+    overrides = [*OVERRIDES, "data.corpus.base_domains=1", "trainer.log_every_n_steps=1"]
+    args = ["train.py", "--config", TINY, "--run-dir", run_dir, "--json", *DDP, *overrides]
+    done = subprocess.run([sys.executable, *map(str, args)], cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    logs = run_dir / "versions" / str(json.loads(done.stdout)["version"]) / "logs"
+    assert json.loads((logs / "expert-recipes" / EXAMPLES_FILE).read_text())["world_size"] == 2
+    assert (logs / "router-1" / "metrics.csv").exists() and not (logs / "router-1" / EXAMPLES_FILE).exists()
+    assert 0 < Run(run_dir).score("Preheat the oven to 200 degrees.")["bits_per_byte"] < 8
