@@ -6,14 +6,20 @@ config's replay_records and ewc_lambda), replay only (ewc_lambda=0), EWC only (r
 stage sees only its own expert's records) and neither. No expert is trained: routing accuracy needs
 the router alone. After each stage (K = 2..max) it scores top-1 routing accuracy at each prefix
 length on the held-out records of every domain so far (`router_accuracy`, `data.eval_records` per
-domain). Points lost by a domain = its accuracy right after its own stage (the first domain: after
+domain). With a base (the default: --base-records, a public share of every domain in source `public`,
+as bench/scaling.py lays it out) the base is trained once, the base features of every training and
+held-out record are computed once, and the stages are the FeatureRouter's heads on them, as `train`
+builds them; --base-records 0 measures the byte router of the first design.
+
+Points lost by a domain = its accuracy right after its own stage (the first domain: after
 stage 2, the first with a choice) minus its accuracy after the last stage; peak -> final = its best
 accuracy from its own stage on minus the last (forgetting that later gains cannot hide). Prints
 Markdown tables, the target (ours loses at most 1 point on average) and a warning when the variants
 barely differ; writes the JSON and a plot (accuracy on earlier domains against K, one panel per
 prefix length).
 
-    .venv/bin/python -m bench.router_stability --k 16
+    .venv/bin/python -m bench.router_stability --k 16                      # base of 2,000 records, FeatureRouter
+    .venv/bin/python -m bench.router_stability --k 16 --base-records 0     # byte router, no base
     .venv/bin/python -m bench.router_stability --quick --prefixes 8 16 32   # K = 8, 1,000 records a domain
     .venv/bin/python -m bench.router_stability --data data/dictd --out bench/results/router_stability_dictd.json
 """
@@ -26,14 +32,19 @@ from datetime import datetime, timezone
 from pathlib import Path
 from statistics import mean
 
+import torch
+
 from bench.common import command, machine, machine_line, report_defaults, report_options, timed, write_report
 from moe_unlearn import Run
 from moe_unlearn.config import Config, load_config
 from moe_unlearn.data.dictd import DICTIONARIES
-from moe_unlearn.models.router import Router
+from moe_unlearn.data.examples import BOS
+from moe_unlearn.models.expert import ByteTransformer
+from moe_unlearn.models.router import FeatureRouter, Router, running_mean
 from moe_unlearn.training.evaluate import PREFIX_LENGTHS, router_accuracy
+from moe_unlearn.training.features import features_tensors, read_features
 from moe_unlearn.training.plan import plan
-from moe_unlearn.training.trainer import configure_torch, train_router_stage
+from moe_unlearn.training.trainer import configure_torch, train_base, train_router_stage
 
 VARIANTS = {  # name -> overrides on top of the config
     "replay + EWC (ours)": [],
@@ -45,11 +56,43 @@ OURS = "replay + EWC (ours)"
 TARGET_POINTS = 1.0  # ours may lose at most this much on earlier domains, on average
 QUICK = ["data.corpus.records_per_domain=1000"]
 DEFAULT_CONFIG = Path("configs/default.yaml")
+DEFAULT_BASE_RECORDS = 2000  # in all, split over the K domains (bench/scaling.py's default)
 
 
-def measure(cfg: Config, weights: dict, heldout: dict[str, list], prefixes: list[int]) -> dict:
+class Base:
+    """The trained base and the features a FeatureRouter reads: every training record's (at the probe
+    lengths, as `train` stores them) and every held-out record's after each measured prefix."""
+
+    def __init__(self, cfg: Config, jobs: list, heldout: dict[str, list], prefixes: list[int], logs: Path):
+        [job] = [j for j in jobs if j.kind == "base"]
+        started = time.perf_counter()
+        self.model = ByteTransformer(cfg.model.expert)
+        self.model.load_state_dict(train_base(cfg, job.records, logs))
+        self.model.eval()
+        self.train_seconds = round(time.perf_counter() - started, 1)
+        records = [r for j in jobs if j.kind == "router-features" for r in j.records]  # every expert's
+        tensors, _ = features_tensors(self.model, records, cfg.train.router.prefix_bytes, {})
+        self.features = read_features(tensors)
+        self.heldout = {
+            p: {e: torch.stack([self.prefix_feature(r.text, p) for r in recs]) for e, recs in heldout.items() if recs}
+            for p in prefixes
+        }
+
+    @torch.no_grad()
+    def prefix_feature(self, text: str, prefix: int) -> torch.Tensor:
+        data = text.encode("utf-8")[:prefix]
+        return running_mean(self.model.hidden(torch.tensor([[BOS, *data]])))[0, len(data)]
+
+
+def measure(cfg: Config, weights: dict, heldout: dict[str, list], prefixes: list[int], base: Base | None) -> dict:
     """{prefix: {expert: top-1 accuracy}} of the router `weights` over the experts it has outputs for."""
     experts = list(heldout)[: weights["head.bias"].shape[0]]
+    if base is not None:
+        router = FeatureRouter(cfg.model.router, cfg.model.expert.d_model, len(experts)).eval()
+        router.load_state_dict(weights)
+        with torch.no_grad():
+            top1 = {p: {e: router(base.heldout[p][e]).argmax(-1) for e in experts} for p in prefixes}
+        return {p: {e: (top1[p][e] == i).float().mean().item() for i, e in enumerate(experts)} for p in prefixes}
     router = Router(cfg.model.router, n_experts=len(experts))
     router.load_state_dict(weights)
     router.eval()
@@ -59,7 +102,9 @@ def measure(cfg: Config, weights: dict, heldout: dict[str, list], prefixes: list
     }
 
 
-def run_variant(cfg: Config, registry, heldout: dict[str, list], prefixes: list[int], logs: Path) -> dict:
+def run_variant(
+    cfg: Config, registry, heldout: dict[str, list], prefixes: list[int], logs: Path, base: Base | None
+) -> dict:
     """Train every router stage of `plan` in order; accuracy after each stage from the second on."""
     jobs, _ = plan(registry, cfg)
     stages = [j for j in jobs if j.kind == "router-stage"]
@@ -69,10 +114,13 @@ def run_variant(cfg: Config, registry, heldout: dict[str, list], prefixes: list[
                 raise SystemExit(f"replay_records=0, yet router stage {j.stage} trains on other experts' records")
     accuracy, seconds, previous = {}, [], None
     for job in stages:
-        previous, s = timed(train_router_stage, cfg, job.stage, job.expert, previous, job.records, job.labels, logs)
+        features = base.features if base else None
+        previous, s = timed(
+            train_router_stage, cfg, job.stage, job.expert, previous, job.records, job.labels, logs, features
+        )
         seconds.append(round(s, 2))
         if job.stage >= 1:
-            accuracy[job.stage + 1] = measure(cfg, previous[0], heldout, prefixes)
+            accuracy[job.stage + 1] = measure(cfg, previous[0], heldout, prefixes, base)
             scores = ", ".join(f"{p}: {mean(a.values()):.1%}" for p, a in accuracy[job.stage + 1].items())
             print(
                 f"  K={job.stage + 1} ({len(job.records)} records, {seconds[-1]:.1f} s) all domains {scores}",
@@ -123,7 +171,7 @@ def markdown(report: dict) -> str:
         f"- Command: `{report['command']}`",
         f"- Config: {c['file']} {' '.join(c['overrides'])}; K = {len(report['experts'])} domains "
         f"({c.get('corpus', 'built-in')}: {c['records_per_domain'] or 'all'} records each), "
-        f"{c['eval_records']} held-out records scored per domain; router stages: "
+        f"{c['eval_records']} held-out records scored per domain; {report['router']}; router stages: "
         f"{r['max_epochs']} epochs on {r['prefix_bytes']}-byte prefixes, {r['stage_records']} own records + "
         f"{r['replay_records']} replayed, EWC lambda {r['ewc_lambda']}",
         "",
@@ -242,12 +290,25 @@ def main() -> None:
         "its five dictionaries in order (K = 5, configs/experiment/dictd.yaml) instead of built-in domains",
         plot="router_stability_k<K>.png (--data: router_stability_dictd.png)",
     )
+    parser.add_argument(
+        "--base-records",
+        type=int,
+        help=f"base records in all, split over the K domains, source `public` (default {DEFAULT_BASE_RECORDS}; "
+        "0: no base, the byte router; built-in corpus only)",
+    )
     parser.add_argument("overrides", nargs="*", help="config overrides (key=value), for every variant")
     args = parser.parse_args()
+    if args.data and args.base_records:
+        parser.error("--base-records is for the built-in corpus")
+    if args.base_records is not None and args.base_records < 0:
+        parser.error("--base-records must be 0 or more")
     args.prefixes = args.prefixes or [*([] if args.quick else [8]), *PREFIX_LENGTHS]
     k = args.k or (8 if args.quick else 16)
     report_defaults(args, "router_stability")
+    base_records = 0 if args.data else DEFAULT_BASE_RECORDS if args.base_records is None else args.base_records
     builtin = [] if args.data else [f"data.corpus.domains={k}", *(QUICK if args.quick else [])]
+    if not args.data:  # the base: a public share of the K domains (K up to 16 uses every built-in domain)
+        builtin += ["data.corpus.base_domains=0", f"data.corpus.base_records={base_records // k}"]
     overrides = [*builtin, "trainer.progress_bar=false", *args.overrides]
 
     started = time.perf_counter()
@@ -259,13 +320,26 @@ def main() -> None:
             run.ingest(source, [args.data / f"{source}.jsonl"])
         registry = run.registry
         experts, source_map = registry.experts(), registry.source_map()
+        base = None
+        if registry.base_sources():
+            cfg = load_config(args.config, overrides)
+            configure_torch(cfg)
+            jobs, by_source = plan(registry, cfg)
+            heldout = {e: [r for s, recs in by_source.items() if source_map[s] == e for r in recs] for e in experts}
+            print("training the base and computing its features", flush=True)
+            base = Base(cfg, jobs, heldout, args.prefixes, Path(work) / "logs" / "base")
+            print(f"  base {base.train_seconds:.1f} s, {len(base.features):,} records' features", flush=True)
+        report["router"] = (
+            f"FeatureRouter on a base of {base_records:,} records (source `public`)" if base else "byte router, no base"
+        )
         for name, extra in VARIANTS.items():
             cfg = load_config(args.config, [*overrides, *extra])
             configure_torch(cfg)
             _, by_source = plan(registry, cfg)
             heldout = {e: [r for s, recs in by_source.items() if source_map[s] == e for r in recs] for e in experts}
             print(f"{name}: {len(experts)} stages", flush=True)
-            result = run_variant(cfg, registry, heldout, args.prefixes, Path(work) / "logs" / name.replace(" ", "_"))
+            logs = Path(work) / "logs" / name.replace(" ", "_")
+            result = run_variant(cfg, registry, heldout, args.prefixes, logs, base)
             result["summary"] = {p: summarise(result["accuracy"], experts, p) for p in args.prefixes}
             report["variants"][name] = {"overrides": extra, **result}
     cfg = load_config(args.config, overrides)
