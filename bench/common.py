@@ -83,6 +83,12 @@ def write_report(report: dict, markdown: str, out: Path) -> None:
     out.with_suffix(".md").write_text(markdown + "\n")
 
 
+def save_figure(figure, path: Path) -> None:
+    """Save a matplotlib `Figure` as a PNG at `path`, its folder created if need be."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=120)
+
+
 def publish(report: dict, markdown: str, out: Path, plot: Callable[[dict, Path], None], png: Path, console) -> None:
     """`write_report`, then the plot at `png`; says where they went and prints the Markdown on stdout."""
     write_report(report, markdown, out)

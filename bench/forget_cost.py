@@ -66,7 +66,7 @@ from statistics import mean
 
 from rich.console import Console
 
-from bench.common import machine_line, provenance, publish, report_defaults, report_options, timed
+from bench.common import machine_line, provenance, publish, report_defaults, report_options, save_figure, timed
 from bench.utility import DICTD, Ensemble, corpus, expert_params, jobs, params, score
 from moe_unlearn import Run
 from moe_unlearn.audit.collect import ATTACKS, AuditSettings, audit_data, measure
@@ -328,8 +328,7 @@ def plot(report: dict, path: Path) -> None:
     points.legend(fontsize="small")
     c = report["config"]
     figure.suptitle(f"Forgetting cost: {sources(c)} ({report['date'][:10]})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 def ours(args, overrides: list[str], source: str, ids: list[str], work: Path, console: Console) -> dict:

@@ -24,7 +24,7 @@ from statistics import mean
 
 from rich.console import Console
 
-from bench.common import machine_line, provenance, publish, report_defaults, report_options, timed
+from bench.common import machine_line, provenance, publish, report_defaults, report_options, save_figure, timed
 from bench.utility import Ensemble, corpus, expert_map
 from moe_unlearn.config import load_config
 from moe_unlearn.data.corpus import base_corpus_domains
@@ -175,8 +175,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_ylabel("held-out bits/byte, own expert")
     ax.set_title("Frozen parts of experts branched from the base")
     ax.grid(alpha=0.3)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 if __name__ == "__main__":

@@ -34,7 +34,16 @@ from statistics import mean
 
 import torch
 
-from bench.common import command, machine, machine_line, report_defaults, report_options, timed, write_report
+from bench.common import (
+    command,
+    machine,
+    machine_line,
+    report_defaults,
+    report_options,
+    save_figure,
+    timed,
+    write_report,
+)
 from moe_unlearn import Run
 from moe_unlearn.config import Config, load_config
 from moe_unlearn.data.dictd import DICTIONARIES
@@ -270,8 +279,7 @@ def plot(report: dict, path: Path) -> None:
     axes[0][0].set_ylabel("top-1 routing accuracy on earlier domains (%)")
     axes[0][-1].legend(fontsize=8)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
+    save_figure(fig, path)
 
 
 def main() -> None:

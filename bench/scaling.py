@@ -66,7 +66,7 @@ from statistics import mean
 from rich.console import Console
 from rich.table import Table
 
-from bench.common import machine_line, provenance, publish, report_defaults, report_options, timed
+from bench.common import machine_line, provenance, publish, report_defaults, report_options, save_figure, timed
 from bench.utility import DICTD, corpus
 from moe_unlearn import Run
 from moe_unlearn.config import load_config
@@ -394,8 +394,7 @@ def plot(report: dict, path: Path) -> None:
     stacked.set_title("Mean forget over sources, split by what it spends time on")
     stacked.legend()
     figure.suptitle(f"Scaling: {report['total']:,} records over K domains; {report['base']} ({report['date'][:10]})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 def console_table(results: list[dict]) -> Table:

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from rich.console import Console
 
-from bench.common import machine_line, provenance, publish, report_defaults, report_options, timed
+from bench.common import machine_line, provenance, publish, report_defaults, report_options, save_figure, timed
 from moe_unlearn.config import Config, load_config
 from moe_unlearn.data.corpus import generate_corpus
 from moe_unlearn.data.datamodule import ExampleDataModule, expert_dataset
@@ -126,8 +126,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_ylabel("training bytes per second")
     ax.set_title(f"Lightning overhead {report['overhead']:+.1%} ({report['date'][:10]})")
     ax.legend(loc="lower right")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 def main() -> None:

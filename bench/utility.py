@@ -62,7 +62,7 @@ import torch
 from rich.console import Console
 from torch import nn
 
-from bench.common import machine_line, provenance, publish, report_defaults, report_options, timed
+from bench.common import machine_line, provenance, publish, report_defaults, report_options, save_figure, timed
 from moe_unlearn import Run
 from moe_unlearn.config import Config, ExpertModelConfig, MixingConfig, OptimConfig, load_config
 from moe_unlearn.data.corpus import base_corpus_domains
@@ -579,8 +579,7 @@ def plot(report: dict, path: Path) -> None:
     ax.set_ylabel("held-out bits per byte (lower is better)")
     ax.set_title(f"Held-out bits per byte, same bytes seen ({report['date'][:10]})")
     figure.legend(*ax.get_legend_handles_labels(), loc="outside lower center", ncol=3, fontsize="small")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
+    save_figure(figure, path)
 
 
 def main() -> None:
