@@ -103,6 +103,12 @@ class RouterTrainConfig(OptimConfig):
     ewc_lambda: float = 1.0  # EWC penalty strength
     ewc_gamma: float = 1.0  # online EWC decay of the accumulated Fisher
     fisher_samples: int = 16  # records per stage used for the exact per-sample Fisher
+    balance: str = "auto"  # each expert's records weigh the same in a stage's loss (experts) or not (none);
+    # auto: experts for a head on base features, none for the byte router (as before)
+
+    def balanced(self, reads_features: bool) -> bool:
+        """Whether stages weigh each expert's records equally (`balance`, auto resolved by router kind)."""
+        return self.balance == "experts" or (self.balance == "auto" and reads_features)
 
 
 @dataclass
@@ -163,6 +169,7 @@ ADDED_KEYS = {
     ("model", "router", "features"): "auto",  # auto without a base is the byte router of before
     ("train", "base"): asdict(TrainConfig().base),  # only trains something when the registry has base sources
     ("train", "frozen"): [],
+    ("train", "router", "balance"): "auto",  # auto without a base is the byte router's plain loss of before
 }
 
 
@@ -244,6 +251,10 @@ def validate(config: Config) -> None:
             f"block for its exposure to be measured), got {m.expert.block_size}",
         ),
         (m.router.top_k >= 1, "model.router.top_k must be at least 1"),
+        (
+            config.train.router.balance in ("auto", "experts", "none"),
+            f"train.router.balance must be auto, experts or none, got {config.train.router.balance!r}",
+        ),
         (
             m.router.features in ("auto", "bytes", "base"),
             f"model.router.features must be auto, bytes or base, got {m.router.features!r}",

@@ -36,6 +36,7 @@ def test_every_shipped_config_loads(path: Path):
         (["data.corpus.canary_repeats=11"], "1..10"),
         (["data.corpus.canaries=4", "model.expert.block_size=64"], "block_size >= 160"),
         (["experts=[{name: a, sources: [x]}, {name: a, sources: [y]}]"], "duplicate expert"),
+        (["train.router.balance=classes"], "balance must be auto, experts or none"),
     ],
 )
 def test_bad_config_is_one_clear_line(overrides, message):

@@ -52,7 +52,8 @@ class ExpertLM(L.LightningModule):
 
 class RouterStage(L.LightningModule):
     """One router stage: classify every position's expert, plus the EWC penalty towards the previous
-    stage (whose Fisher and weights are `fisher` and `anchor`; both empty for the first stage)."""
+    stage (whose Fisher and weights are `fisher` and `anchor`; both empty for the first stage).
+    `expert_weights` (one per output, or None: all 1) weigh each expert's examples in the loss."""
 
     def __init__(
         self,
@@ -61,14 +62,22 @@ class RouterStage(L.LightningModule):
         anchor: dict[str, torch.Tensor],
         fisher: dict[str, torch.Tensor],
         ewc_lambda: float,
+        expert_weights: torch.Tensor | None = None,
     ):
         super().__init__()
         self.router, self.optim, self.ewc_lambda = router, optim, ewc_lambda
         self.anchor, self.fisher = anchor, fisher
+        self.expert_weights = expert_weights
 
     def on_fit_start(self) -> None:
-        self.anchor = {k: v.to(self.device) for k, v in self.anchor.items()}
-        self.fisher = {k: v.to(self.device) for k, v in self.fisher.items()}
+        self.to_device(self.device)
+
+    def to_device(self, device: torch.device) -> None:
+        """The stage's fixed tensors (EWC anchor and Fisher, expert weights) onto `device`."""
+        self.anchor = {k: v.to(device) for k, v in self.anchor.items()}
+        self.fisher = {k: v.to(device) for k, v in self.fisher.items()}
+        if self.expert_weights is not None:
+            self.expert_weights = self.expert_weights.to(device)
 
     def step_loss(self, batch: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, dict]:
         """The training loss of one batch and a function giving its metrics (called on logged steps only)."""
@@ -79,7 +88,7 @@ class RouterStage(L.LightningModule):
             logits = self.router.classify(inputs[mask])
         else:
             logits = self.router.classify(self.router.features(inputs)[mask])  # (N, n_experts)
-        ce = F.cross_entropy(logits.float(), labels[mask])
+        ce = F.cross_entropy(logits.float(), labels[mask], weight=self.expert_weights)
         ewc = ewc_penalty(self.router, self.anchor, self.fisher)
 
         def metrics() -> dict[str, torch.Tensor]:

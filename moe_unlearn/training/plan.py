@@ -109,7 +109,9 @@ def _router_jobs(
             records += replay
             labels += [j] * len(replay)
         job = Job(stage_file(i), "router-stage", name, i, records, labels)
-        features = {"features": base} if base else {}  # no base: the lineage of the first design
+        # No base: the lineage of the first design. A head on base features records its loss weighting
+        # (stages trained before `balance` existed, unweighted, are then retrained, not reused).
+        features = {"features": base, "balance": opt.balanced(True)} if base else {}
         job.lineage = previous = lineage(
             **features,
             kind="router-stage",

@@ -180,8 +180,7 @@ def fit_head(module: RouterStage, data: ExampleDataModule, cfg: Config, optim: O
     per_epoch = len(loader.batch_sampler)
     total = per_epoch * optim.max_epochs  # max_epochs >= 1 (config.py); max_steps -1: no limit
     total = min(total, optim.max_steps) if optim.max_steps >= 0 else total
-    module.anchor = {k: v.to(fabric.device) for k, v in module.anchor.items()}
-    module.fisher = {k: v.to(fabric.device) for k, v in module.fisher.items()}
+    module.to_device(fabric.device)
     fabric.setup_module(module)  # onto the device; `module` is still called directly (one device, no DDP)
     cuda = fabric.device.type == "cuda"
     configured = build_optimizer(list(module.parameters()), optim, max(1, total), fused=cuda)
@@ -211,6 +210,18 @@ def fit_head(module: RouterStage, data: ExampleDataModule, cfg: Config, optim: O
                 break
         epoch += 1
     fabric.logger.finalize("success")
+
+
+def balanced_weights(labels: list[int], n_experts: int) -> torch.Tensor:
+    """Loss weights per router output that give every expert with records in `labels` the same total
+    weight (mean 1 per record); 0 for an expert without any. Replay gives each earlier expert
+    replay_records / i records against the stage's stage_records, so unweighted the newest expert
+    outvotes every earlier one (a recency bias the stage then keeps)."""
+    counts = torch.bincount(torch.tensor(labels, dtype=torch.long), minlength=n_experts).double()
+    present = counts > 0
+    weights = torch.zeros(n_experts, dtype=torch.double)
+    weights[present] = counts.sum() / (present.sum() * counts[present])
+    return weights.float()
 
 
 def train_expert(cfg: Config, name: str, records: list[Record], log_dir: Path, base: Tensors | None = None) -> Tensors:
@@ -284,7 +295,8 @@ def train_router_stage(
         router.load_state_dict(anchor)
         router = router.grow(torch.Generator().manual_seed(seed))
     if index > 0:
-        stage = RouterStage(router, opt, anchor, fisher, opt.ewc_lambda)
+        weights = balanced_weights(labels, index + 1) if opt.balanced(features is not None) else None
+        stage = RouterStage(router, opt, anchor, fisher, opt.ewc_lambda, weights)
         if features is not None:
             examples = feature_dataset(records, labels, features)
             data = ExampleDataModule(examples, opt.batch_size, seed, collate=stack_collate)

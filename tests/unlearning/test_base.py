@@ -67,6 +67,17 @@ def test_the_router_is_a_head_on_base_features(base_run_dir):
     assert manifest["eval"]["router_top1"]["16"] >= 0.0  # evaluated through the base
 
 
+def test_the_loss_weighting_of_stages_retrains_the_stages_alone(base_copy):
+    """A head on base features weighs each expert's records equally by default (train.router.balance);
+    turning it off is a change of the stages only: base, experts and features keep their files."""
+    before = file_hashes(base_copy)
+    Run(base_copy).train(TINY, [*WITH_BASE, "train.router.balance=none"])
+    after = file_hashes(base_copy)
+    assert after.keys() == before.keys()
+    changed = {p for p in before if after[p] != before[p]}
+    assert changed == {p for p in before if p.startswith("router/stage_") and p != "router/stage_0.safetensors"}
+
+
 def test_a_router_on_base_features_needs_a_base(tmp_path):
     with pytest.raises(UserError, match="model.router.features=base needs base sources"):
         Run(tmp_path / "run").train(TINY, ["model.router.features=base"])
