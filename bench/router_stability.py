@@ -49,7 +49,7 @@ from moe_unlearn.config import Config, load_config
 from moe_unlearn.data.dictd import DICTIONARIES
 from moe_unlearn.data.examples import BOS
 from moe_unlearn.models.expert import ByteTransformer
-from moe_unlearn.models.router import FeatureRouter, Router, running_mean
+from moe_unlearn.models.router import FeatureRouter, Router, feature_size, running_mean
 from moe_unlearn.training.evaluate import PREFIX_LENGTHS, router_accuracy
 from moe_unlearn.training.features import features_tensors, read_features
 from moe_unlearn.training.plan import plan
@@ -90,14 +90,14 @@ class Base:
     @torch.no_grad()
     def prefix_feature(self, text: str, prefix: int) -> torch.Tensor:
         data = text.encode("utf-8")[:prefix]
-        return running_mean(self.model.hidden(torch.tensor([[BOS, *data]])))[0, len(data)]
+        return running_mean(self.model.router_features(torch.tensor([[BOS, *data]])))[0, len(data)]
 
 
 def measure(cfg: Config, weights: dict, heldout: dict[str, list], prefixes: list[int], base: Base | None) -> dict:
     """{prefix: {expert: top-1 accuracy}} of the router `weights` over the experts it has outputs for."""
     experts = list(heldout)[: weights["head.bias"].shape[0]]
     if base is not None:
-        router = FeatureRouter(cfg.model.router, cfg.model.expert.d_model, len(experts)).eval()
+        router = FeatureRouter(cfg.model.router, feature_size(cfg.model.expert.d_model), len(experts)).eval()
         router.load_state_dict(weights)
         with torch.no_grad():
             top1 = {p: {e: router(base.heldout[p][e]).argmax(-1) for e in experts} for p in prefixes}

@@ -73,7 +73,7 @@ from moe_unlearn.data.splits import ids_digest, seed_for, unit_hash
 from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.mixing import settings as mixing_settings
 from moe_unlearn.models.moe import BASE, MixtureOfExperts
-from moe_unlearn.models.router import FeatureRouter, Router
+from moe_unlearn.models.router import FeatureRouter, Router, feature_size
 from moe_unlearn.rundir import BASE_FILE, REGISTRY_FILE
 from moe_unlearn.storage.registry import Registry
 from moe_unlearn.training.evaluate import bits_per_byte
@@ -149,7 +149,7 @@ def router_params(cfg: Config, n_experts: int, has_base: bool = False) -> int:
     """Parameters of ours' router (a FeatureRouter head when it reads the base's features)."""
     with torch.device("meta"):
         if reads_base(cfg, has_base):
-            return params(FeatureRouter(cfg.model.router, cfg.model.expert.d_model, n_experts))
+            return params(FeatureRouter(cfg.model.router, feature_size(cfg.model.expert.d_model), n_experts))
         return params(Router(cfg.model.router, n_experts))
 
 

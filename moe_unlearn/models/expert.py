@@ -83,6 +83,12 @@ class ByteTransformer(nn.Module):
         """The final hidden states (B, T, d_model), before the output head (a router reads the base's)."""
         return self._run(inputs, None)[0]
 
+    def router_features(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
+        """What a FeatureRouter averages per position (B, T, 2 * d_model): the input byte's embedding
+        (no position) beside the final hidden state (`hidden`, when the caller has it). The embeddings
+        are byte-frequency evidence the hidden states, trained to predict the next byte, partly drop."""
+        return torch.cat([self.tok(inputs), self.hidden(inputs) if hidden is None else hidden], dim=-1)
+
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-byte logits (..., 256) from hidden states: tied with the byte embeddings."""
         return hidden @ self.tok.weight[:VOCAB].T

@@ -15,7 +15,7 @@ from moe_unlearn.errors import UserError
 from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.mixing import from_manifest as mixing_from_manifest
 from moe_unlearn.models.moe import MixtureOfExperts
-from moe_unlearn.models.router import FeatureRouter, Router
+from moe_unlearn.models.router import FeatureRouter, Router, feature_size
 from moe_unlearn.rundir import (
     BASE_FILE,
     CONFIG_FILE,
@@ -44,7 +44,13 @@ def compose(
     if "embed.weight" in router_weights:  # the byte router; a FeatureRouter has only its head
         router = Router(cfg.model.router, n_experts=len(experts))
     else:
-        router = FeatureRouter(cfg.model.router, cfg.model.expert.d_model, n_experts=len(experts))
+        d_in = feature_size(cfg.model.expert.d_model)
+        if router_weights["mlp.0.weight"].shape[-1] != d_in:
+            raise UserError(
+                "the router reads base features of an older layout (hidden states alone); "
+                "run `moe-unlearn train` (or train.py) to retrain its stages"
+            )
+        router = FeatureRouter(cfg.model.router, d_in, n_experts=len(experts))
     router.load_state_dict(router_weights)
     rule, top_k = mixing or (cfg.model.mixing, cfg.model.router.top_k)
     base_model = _transformer(cfg, base) if base is not None else None

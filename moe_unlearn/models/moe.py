@@ -56,9 +56,9 @@ class MixtureOfExperts(nn.Module):
 
     def router_logits(self, inputs: torch.Tensor, base_hidden: torch.Tensor | None = None) -> torch.Tensor:
         """The router's expert logits (B, T, n_experts) for BOS-first inputs: from the bytes, or (a
-        FeatureRouter) from the base's hidden states, `base_hidden` when the caller has them."""
+        FeatureRouter) from the base's features (its hidden states `base_hidden` when the caller has them)."""
         if isinstance(self.router, FeatureRouter):
-            return self.router(running_mean(self.base.hidden(inputs) if base_hidden is None else base_hidden))
+            return self.router(running_mean(self.base.router_features(inputs, base_hidden)))
         return self.router(inputs)
 
     def _candidate_log_probs(self, inputs: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor | None]:
@@ -217,8 +217,9 @@ class MixtureOfExperts(nn.Module):
         n = len(tails)
         if tails.shape[1] == 0:
             return head_logits[:, -1:].expand(n, -1, -1)
-        sums = hidden[0].float().sum(0).expand(n, -1)  # positions 0..P
-        tail_features = running_mean(self.base.extend(cache, tails), sums, hidden.shape[1])  # (N, n - 1, C)
+        sums = self.base.router_features(head, hidden)[0].float().sum(0).expand(n, -1)  # positions 0..P
+        tail = self.base.router_features(tails, self.base.extend(cache, tails))
+        tail_features = running_mean(tail, sums, hidden.shape[1])  # (N, n - 1, 2C)
         return torch.cat([head_logits[:, -1:].expand(n, -1, -1), self.router(tail_features)], dim=1)
 
     def _continuation_lik(self, prefilled: list, used, targets: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:

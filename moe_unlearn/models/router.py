@@ -91,10 +91,16 @@ class Router(nn.Module):
         return bigger
 
 
+def feature_size(d_model: int) -> int:
+    """Width of the base features a FeatureRouter reads (ByteTransformer.router_features)."""
+    return 2 * d_model
+
+
 class FeatureRouter(nn.Module):
     """The router as a head on the frozen base model's features (used when a version has a base):
 
-        f_t = mean_{s <= t} h_s    h: the base's final hidden states (position s has seen bytes < s)
+        f_t = mean_{s <= t} [e_s, h_s]    e_s: the embedding of input s (BOS, then byte s-1), h_s: the
+                                          base's final hidden state (position s has seen bytes < s)
         logits_t = head(MLP(f_t))
 
     The base is not part of it (nor of its file): a stage trains only this head, on features computed

@@ -1,7 +1,8 @@
 """What a FeatureRouter's stages train on: the frozen base model's features of each record's prefix.
 
 For a record, the base reads BOS + its first `prefix_bytes` bytes; the feature after p bytes is the
-running mean of the base's hidden states at positions 0..p (models/router.py), taken at the probe
+running mean of the base's byte embeddings and hidden states at positions 0..p (models/router.py,
+LAYOUT), taken at the probe
 lengths 1, 2, 4, ..., prefix_bytes. Each record is computed on its own (batch of one, its exact
 length), so its features are a pure function of the base weights and its text, whatever else a build
 computes: a new version keeps the rows of the records it still has, bit for bit, and computes only
@@ -14,9 +15,10 @@ import torch
 from moe_unlearn.data.examples import BOS
 from moe_unlearn.data.records import Record
 from moe_unlearn.models.expert import ByteTransformer
-from moe_unlearn.models.router import running_mean
+from moe_unlearn.models.router import feature_size, running_mean
 
 Tensors = dict[str, torch.Tensor]
+LAYOUT = "embeddings+hidden"  # in the lineage of feature files and stages: files of another layout retrain
 
 
 def probe_lengths(prefix_bytes: int) -> list[int]:
@@ -32,7 +34,7 @@ def probe_lengths(prefix_bytes: int) -> list[int]:
 def record_features(base: ByteTransformer, text: str, prefix_bytes: int) -> torch.Tensor:
     """(probes, d_model) features of one record (a prefix shorter than a probe repeats its last one)."""
     data = text.encode("utf-8")[:prefix_bytes]
-    means = running_mean(base.hidden(torch.tensor([[BOS, *data]])))[0]  # (len + 1, C): position p saw p bytes
+    means = running_mean(base.router_features(torch.tensor([[BOS, *data]])))[0]  # (len + 1, 2C): p bytes seen
     return means[[min(p, len(data)) for p in probe_lengths(prefix_bytes)]]
 
 
@@ -49,7 +51,7 @@ def features_tensors(
             row, computed = record_features(base, r.text, prefix_bytes), computed + 1
         rows.append(row)
     ids = torch.frombuffer(bytearray("\n".join(r.id for r in records).encode("utf-8")), dtype=torch.uint8)
-    d = base.cfg.d_model
+    d = feature_size(base.cfg.d_model)
     stacked = torch.stack(rows) if rows else torch.zeros(0, len(probe_lengths(prefix_bytes)), d)
     return {"features": stacked.contiguous(), "ids": ids.clone()}, computed
 

@@ -21,6 +21,7 @@ from moe_unlearn.errors import UserError
 from moe_unlearn.rundir import BASE_FILE, expert_file, features_file, stage_file
 from moe_unlearn.storage.builds import served_files
 from moe_unlearn.storage.registry import BASE, Registry
+from moe_unlearn.training.features import LAYOUT
 
 
 @dataclass
@@ -79,7 +80,11 @@ def plan(registry: Registry, cfg: Config) -> tuple[list[Job], dict[str, list[Rec
         for e in experts:
             job = Job(features_file(e), "router-features", e, None, train_sets[e])
             job.lineage = lineage(
-                kind="router-features", expert=e, base=base[0].lineage, records=ids_digest(r.id for r in job.records)
+                kind="router-features",
+                expert=e,
+                base=base[0].lineage,
+                layout=LAYOUT,
+                records=ids_digest(r.id for r in job.records),
             )
             features.append(job)
     stages = _router_jobs(cfg, experts, train_sets, chash, base[0].lineage if features else None)
@@ -111,7 +116,7 @@ def _router_jobs(
         job = Job(stage_file(i), "router-stage", name, i, records, labels)
         # No base: the lineage of the first design. A head on base features records its loss weighting
         # (stages trained before `balance` existed, unweighted, are then retrained, not reused).
-        features = {"features": base, "balance": opt.balanced(True)} if base else {}
+        features = {"features": base, "layout": LAYOUT, "balance": opt.balanced(True)} if base else {}
         job.lineage = previous = lineage(
             **features,
             kind="router-stage",

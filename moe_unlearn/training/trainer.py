@@ -32,7 +32,7 @@ from moe_unlearn.data.splits import seed_for, unit_hash
 from moe_unlearn.errors import UserError
 from moe_unlearn.faults import ENV, crash_point
 from moe_unlearn.models.expert import ByteTransformer
-from moe_unlearn.models.router import FeatureRouter, Router
+from moe_unlearn.models.router import FeatureRouter, Router, feature_size
 from moe_unlearn.training.distributed import check_followers, multi_process
 from moe_unlearn.training.ewc import accumulate, fisher_diagonal
 from moe_unlearn.training.modules import ExpertLM, RouterStage, build_optimizer
@@ -283,7 +283,7 @@ def train_router_stage(
 
     def new_router(n_experts: int) -> Router | FeatureRouter:
         if features is not None:
-            return FeatureRouter(rcfg, cfg.model.expert.d_model, n_experts)
+            return FeatureRouter(rcfg, feature_size(cfg.model.expert.d_model), n_experts)
         return Router(rcfg, n_experts=n_experts)
 
     if previous is None:

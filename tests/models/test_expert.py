@@ -130,3 +130,13 @@ def test_output_embedding_is_tied_to_byte_embeddings() -> None:
         logits = model(inputs)
     torch.testing.assert_close(logits, hidden["h"] @ model.tok.weight[:VOCAB].T)
     assert not any(n.startswith("head") or n.startswith("lm_head") for n, _ in model.named_parameters())
+
+
+def test_router_features_are_the_input_embeddings_beside_the_hidden_states() -> None:
+    model, inputs = make_expert(), random_inputs(2, 9)
+    with torch.no_grad():
+        features = model.router_features(inputs)
+        assert features.shape == (2, 9, 2 * CFG.d_model)
+        assert torch.equal(features[..., : CFG.d_model], model.tok(inputs))
+        assert torch.equal(features[..., CFG.d_model :], model.hidden(inputs))
+        assert torch.equal(model.router_features(inputs, model.hidden(inputs)), features)

@@ -78,6 +78,21 @@ def test_the_loss_weighting_of_stages_retrains_the_stages_alone(base_copy):
     assert changed == {p for p in before if p.startswith("router/stage_") and p != "router/stage_0.safetensors"}
 
 
+def test_a_router_of_the_older_feature_layout_asks_for_a_retrain():
+    """Versions built before the features held the byte embeddings: a clear line, not a shape error."""
+    from moe_unlearn.config import load_config
+    from moe_unlearn.models.expert import ByteTransformer
+    from moe_unlearn.models.loading import compose
+    from moe_unlearn.models.router import FeatureRouter
+
+    cfg = load_config(TINY, WITH_BASE)
+    weights = ByteTransformer(cfg.model.expert).state_dict()
+    older = FeatureRouter(cfg.model.router, cfg.model.expert.d_model, 1).state_dict()  # hidden states alone
+    with pytest.raises(UserError, match="older layout.*retrain") as info:
+        compose(cfg, {"recipes": weights}, older, base=weights)
+    assert "\n" not in str(info.value)
+
+
 def test_a_router_on_base_features_needs_a_base(tmp_path):
     with pytest.raises(UserError, match="model.router.features=base needs base sources"):
         Run(tmp_path / "run").train(TINY, ["model.router.features=base"])
