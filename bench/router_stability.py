@@ -47,11 +47,10 @@ from bench.common import (
 from moe_unlearn import Run
 from moe_unlearn.config import Config, load_config
 from moe_unlearn.data.dictd import DICTIONARIES
-from moe_unlearn.data.examples import BOS
 from moe_unlearn.models.expert import ByteTransformer
-from moe_unlearn.models.router import FeatureRouter, Router, feature_size, running_mean
+from moe_unlearn.models.router import FeatureRouter, Router, feature_size
 from moe_unlearn.training.evaluate import PREFIX_LENGTHS, router_accuracy
-from moe_unlearn.training.features import features_tensors, read_features
+from moe_unlearn.training.features import features_tensors, read_features, record_features
 from moe_unlearn.training.plan import plan
 from moe_unlearn.training.trainer import configure_torch, train_base, train_router_stage
 
@@ -89,8 +88,7 @@ class Base:
 
     @torch.no_grad()
     def prefix_feature(self, text: str, prefix: int) -> torch.Tensor:
-        data = text.encode("utf-8")[:prefix]
-        return running_mean(self.model.router_features(torch.tensor([[BOS, *data]])))[0, len(data)]
+        return record_features(self.model, text, prefix)[-1]  # the last probe: all of the prefix
 
 
 def measure(cfg: Config, weights: dict, heldout: dict[str, list], prefixes: list[int], base: Base | None) -> dict:

@@ -1,13 +1,13 @@
 """What a FeatureRouter's stages train on: the frozen base model's features of each record's prefix.
 
 For a record, the base reads BOS + its first `prefix_bytes` bytes; the feature after p bytes is the
-running mean of the base's byte embeddings and hidden states at positions 0..p (models/router.py,
-LAYOUT), taken at the probe
-lengths 1, 2, 4, ..., prefix_bytes. Each record is computed on its own (batch of one, its exact
-length), so its features are a pure function of the base weights and its text, whatever else a build
-computes: a new version keeps the rows of the records it still has, bit for bit, and computes only
-new records'. An expert's file holds every training record of it, so a forget that changes which
-records the stages sample computes nothing; a stage then trains a small head on stored vectors.
+running mean of the base's byte embeddings and hidden states at positions 0..p (models/router.py;
+LAYOUT), taken at the probe lengths 1, 2, 4, ..., prefix_bytes. Each record is computed on its own
+(batch of one, its exact length), so its features are a pure function of the base weights and its
+text, whatever else a build computes: a new version keeps the rows of the records it still has, bit
+for bit, and computes only new records'. An expert's file holds every training record of it, so a
+forget that changes which records the stages sample computes nothing; a stage then trains a small head
+on stored vectors.
 """
 
 import torch
@@ -32,7 +32,7 @@ def probe_lengths(prefix_bytes: int) -> list[int]:
 
 @torch.no_grad()
 def record_features(base: ByteTransformer, text: str, prefix_bytes: int) -> torch.Tensor:
-    """(probes, d_model) features of one record (a prefix shorter than a probe repeats its last one)."""
+    """(probes, feature_size(d_model)) features of one record (a prefix shorter than a probe repeats its last one)."""
     data = text.encode("utf-8")[:prefix_bytes]
     means = running_mean(base.router_features(torch.tensor([[BOS, *data]])))[0]  # (len + 1, 2C): p bytes seen
     return means[[min(p, len(data)) for p in probe_lengths(prefix_bytes)]]
