@@ -11,6 +11,7 @@ from torch import nn
 
 from moe_unlearn.config import ExpertModelConfig
 from moe_unlearn.data.examples import VOCAB
+from moe_unlearn.models.router import byte_ngrams
 
 KV = tuple[torch.Tensor, torch.Tensor]  # one layer's attention keys and values, (B, n_head, T, head_size)
 
@@ -83,11 +84,18 @@ class ByteTransformer(nn.Module):
         """The final hidden states (B, T, d_model), before the output head (a router reads the base's)."""
         return self._run(inputs, None)[0]
 
-    def router_features(self, inputs: torch.Tensor, hidden: torch.Tensor | None = None) -> torch.Tensor:
-        """What a FeatureRouter averages per position (B, T, 2 * d_model): the input byte's embedding
-        (no position) beside the final hidden state (`hidden`, when the caller has it). The embeddings
-        are byte-frequency evidence the hidden states, trained to predict the next byte, partly drop."""
-        return torch.cat([self.tok(inputs), self.hidden(inputs) if hidden is None else hidden], dim=-1)
+    def router_features(
+        self, inputs: torch.Tensor, hidden: torch.Tensor | None = None, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """What a FeatureRouter averages per position (B, T, feature_size(d_model)): the input byte's
+        embedding (no position), the final hidden state (`hidden`, when the caller has it) and the hashed
+        byte n-grams ending at the input (`context`: the inputs before these, for a continuation). The
+        embeddings and n-grams are byte-frequency evidence the hidden states, trained to predict the next
+        byte, partly drop: with them, K = 16 domains are told apart at 64 bytes 99.8% of the time, 95.9%
+        without the n-grams, 91.1% from the hidden states alone (bench/router_stability.py)."""
+        hidden = self.hidden(inputs) if hidden is None else hidden
+        ngrams = byte_ngrams(inputs, context).to(hidden.dtype)
+        return torch.cat([self.tok(inputs), hidden, ngrams], dim=-1)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Next-byte logits (..., 256) from hidden states: tied with the byte embeddings."""

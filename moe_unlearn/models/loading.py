@@ -47,7 +47,7 @@ def compose(
         d_in = feature_size(cfg.model.expert.d_model)
         if router_weights["mlp.0.weight"].shape[-1] != d_in:
             raise UserError(
-                "the router reads base features of an older layout (hidden states alone); "
+                "the router reads base features of an older layout (without the byte n-grams); "
                 "run `moe-unlearn train` (or train.py) to retrain its stages"
             )
         router = FeatureRouter(cfg.model.router, d_in, n_experts=len(experts))

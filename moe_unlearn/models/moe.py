@@ -218,8 +218,9 @@ class MixtureOfExperts(nn.Module):
         if tails.shape[1] == 0:
             return head_logits[:, -1:].expand(n, -1, -1)
         sums = self.base.router_features(head, hidden)[0].float().sum(0).expand(n, -1)  # positions 0..P
-        tail = self.base.router_features(tails, self.base.extend(cache, tails))
-        tail_features = running_mean(tail, sums, hidden.shape[1])  # (N, n - 1, 2C)
+        context = head[:, -2:].expand(n, -1)  # the n-grams of the tails' first bytes reach into the prefix
+        tail = self.base.router_features(tails, self.base.extend(cache, tails), context)
+        tail_features = running_mean(tail, sums, hidden.shape[1])  # (N, n - 1, feature_size)
         return torch.cat([head_logits[:, -1:].expand(n, -1, -1), self.router(tail_features)], dim=1)
 
     def _continuation_lik(self, prefilled: list, used, targets: torch.Tensor, tails: torch.Tensor) -> torch.Tensor:

@@ -91,16 +91,43 @@ class Router(nn.Module):
         return bigger
 
 
+NGRAM_BUCKETS = 256  # hashed byte bigrams and trigrams a FeatureRouter reads beside the base's features
+_PAD = VOCAB + 1  # the symbol before the first input (BOS is VOCAB, inputs use 0..VOCAB)
+_MULTIPLIER, _MODULUS, _MIX = 1_000_003, 998_244_353, 2_654_435_761  # int64-safe: products stay < 2^63
+
+
+def byte_ngrams(inputs: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+    """Signed hashed indicators of the byte bigram and trigram ending at each input (B, T, NGRAM_BUCKETS):
+    the n-gram of position s is inputs[s-n+1..s], so a running mean of them at t has seen bytes < t.
+    `context` (B, c): the inputs before `inputs` (a continuation's prefix; its last two are used).
+    Integer hashing, so the features are the same on every machine."""
+    before = torch.full((inputs.shape[0], 2), _PAD, dtype=torch.long, device=inputs.device)
+    if context is not None:
+        before = torch.cat([before, context.long()], dim=1)[:, -2:]
+    data, length = torch.cat([before, inputs.long()], dim=1), inputs.shape[1]
+    out = torch.zeros(*inputs.shape, NGRAM_BUCKETS, device=inputs.device)
+    for n, salt in ((2, 17), (3, 91)):
+        h = torch.full_like(inputs, salt, dtype=torch.long)
+        for j in range(2 - (n - 1), 3):  # the n inputs ending at s: data[s + 2 - (n - 1) .. s + 2]
+            h = (h * _MULTIPLIER + data[:, j : j + length] + 1) % _MODULUS
+        h = h * _MIX % 2**31
+        sign = ((h >> 20) & 1).float() * 2 - 1  # signed: colliding n-grams tend to cancel, not add up
+        out.scatter_add_(2, (h % NGRAM_BUCKETS)[..., None], sign[..., None])
+    return out
+
+
 def feature_size(d_model: int) -> int:
-    """Width of the base features a FeatureRouter reads (ByteTransformer.router_features)."""
-    return 2 * d_model
+    """Width of the features a FeatureRouter reads (ByteTransformer.router_features): the base's byte
+    embeddings and hidden states, and the hashed byte n-grams."""
+    return 2 * d_model + NGRAM_BUCKETS
 
 
 class FeatureRouter(nn.Module):
     """The router as a head on the frozen base model's features (used when a version has a base):
 
-        f_t = mean_{s <= t} [e_s, h_s]    e_s: the embedding of input s (BOS, then byte s-1), h_s: the
-                                          base's final hidden state (position s has seen bytes < s)
+        f_t = mean_{s <= t} [e_s, h_s, g_s]   e_s: the embedding of input s (BOS, then byte s-1), h_s: the
+                                              base's final hidden state (position s has seen bytes < s),
+                                              g_s: the hashed bigram and trigram ending at input s
         logits_t = head(MLP(f_t))
 
     The base is not part of it (nor of its file): a stage trains only this head, on features computed

@@ -1,13 +1,13 @@
 """What a FeatureRouter's stages train on: the frozen base model's features of each record's prefix.
 
 For a record, the base reads BOS + its first `prefix_bytes` bytes; the feature after p bytes is the
-running mean of the base's byte embeddings and hidden states at positions 0..p (models/router.py;
-LAYOUT), taken at the probe lengths 1, 2, 4, ..., prefix_bytes. Each record is computed on its own
-(batch of one, its exact length), so its features are a pure function of the base weights and its
-text, whatever else a build computes: a new version keeps the rows of the records it still has, bit
-for bit, and computes only new records'. An expert's file holds every training record of it, so a
-forget that changes which records the stages sample computes nothing; a stage then trains a small head
-on stored vectors.
+running mean of the base's byte embeddings and hidden states, and of the hashed byte n-grams, at
+positions 0..p (models/router.py; LAYOUT), taken at the probe lengths 1, 2, 4, ..., prefix_bytes. Each
+record is computed on its own (batch of one, its exact length), so its features are a pure function of
+the base weights and its text, whatever else a build computes: a new version keeps the rows of the
+records it still has, bit for bit, and computes only new records'. An expert's file holds every
+training record of it, so a forget that changes which records the stages sample computes nothing; a
+stage then trains a small head on stored vectors.
 """
 
 import torch
@@ -15,10 +15,11 @@ import torch
 from moe_unlearn.data.examples import BOS
 from moe_unlearn.data.records import Record
 from moe_unlearn.models.expert import ByteTransformer
-from moe_unlearn.models.router import feature_size, running_mean
+from moe_unlearn.models.router import NGRAM_BUCKETS, feature_size, running_mean
 
 Tensors = dict[str, torch.Tensor]
-LAYOUT = "embeddings+hidden"  # in the lineage of feature files and stages: files of another layout retrain
+LAYOUT = f"embeddings+hidden+ngrams{NGRAM_BUCKETS}"  # in the lineage of feature files and stages: files of
+# another layout retrain
 
 
 def probe_lengths(prefix_bytes: int) -> list[int]:

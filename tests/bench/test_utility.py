@@ -18,6 +18,7 @@ from bench.utility import (
 from moe_unlearn.config import MixingConfig, load_config
 from moe_unlearn.data.records import Record
 from moe_unlearn.models.moe import BASE
+from moe_unlearn.models.router import feature_size
 
 METHODS = ("ours", "dense-matched", "dense-active", "sisa", "sisa-from-base")
 
@@ -72,7 +73,8 @@ def test_with_base_sources_the_base_trains_first_and_the_baselines_see_its_recor
     assert trunk[0].train.base.lr == 4e-3 and trunk[0].train.expert.lr == 4e-3
     assert [(name, ids(records)) for _, name, records in experts] == [("a", ids(train["a"])), ("b", ids(train["b"]))]
     one, routing = expert_params(cfg.model.expert), router_params(cfg, 2, has_base=True)
-    assert routing < router_params(cfg, 2)  # features=auto with a base: a head on the base's features
+    d, h = feature_size(cfg.model.expert.d_model), cfg.model.router.hidden  # features=auto with a base:
+    assert routing == 2 * d + d * h + h + h * 2 + 2  # a head on the base's features (LayerNorm, MLP, 2 outputs)
     # the whole mixture: base + 2 experts; active: keep 2 candidates, and the base the router reads
     for method, models in (("dense-matched", 3), ("dense-active", 3)):
         ((dense_cfg, name, records),) = calls[method]

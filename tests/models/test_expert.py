@@ -6,6 +6,7 @@ import torch
 from moe_unlearn.config import ExpertModelConfig
 from moe_unlearn.data.examples import BOS, VOCAB
 from moe_unlearn.models.expert import ByteTransformer
+from moe_unlearn.models.router import byte_ngrams, feature_size
 
 CFG = ExpertModelConfig(n_layer=1, n_head=2, d_model=16, block_size=32)
 
@@ -132,11 +133,12 @@ def test_output_embedding_is_tied_to_byte_embeddings() -> None:
     assert not any(n.startswith("head") or n.startswith("lm_head") for n, _ in model.named_parameters())
 
 
-def test_router_features_are_the_input_embeddings_beside_the_hidden_states() -> None:
+def test_router_features_are_the_input_embeddings_the_hidden_states_and_the_byte_ngrams() -> None:
     model, inputs = make_expert(), random_inputs(2, 9)
     with torch.no_grad():
         features = model.router_features(inputs)
-        assert features.shape == (2, 9, 2 * CFG.d_model)
+        assert features.shape == (2, 9, feature_size(CFG.d_model))
         assert torch.equal(features[..., : CFG.d_model], model.tok(inputs))
-        assert torch.equal(features[..., CFG.d_model :], model.hidden(inputs))
+        assert torch.equal(features[..., CFG.d_model : 2 * CFG.d_model], model.hidden(inputs))
+        assert torch.equal(features[..., 2 * CFG.d_model :], byte_ngrams(inputs))
         assert torch.equal(model.router_features(inputs, model.hidden(inputs)), features)

@@ -6,11 +6,12 @@ import math
 import pytest
 import torch
 
-from moe_unlearn.config import Config, MixingConfig, config_from_yaml, to_yaml
+from moe_unlearn.config import Config, MixingConfig, RouterModelConfig, config_from_yaml, to_yaml
 from moe_unlearn.data.examples import BOS, chunks, lm_example
 from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.mixing import from_manifest, log_prior, posterior_log_weights, settings
 from moe_unlearn.models.moe import BASE, MixtureOfExperts
+from moe_unlearn.models.router import FeatureRouter, feature_size
 from tests.models.test_moe import EXPERT, bos_inputs, make_moe, random_bytes
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # module-scoped, tests/conftest.py
@@ -164,6 +165,26 @@ def test_continuation_log_probs_equal_the_full_forward(moe: MixtureOfExperts, pr
         log_p, _ = moe(bos_inputs(prefix + tail)[:, :-1])
         targets = torch.tensor([*tail])
         expected = log_p[0, prefix_len:].gather(-1, targets[:, None]).sum().item()
+        assert value == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("prefix_len", [0, 1, 9])
+def test_continuation_log_probs_with_a_router_on_base_features_equal_the_full_forward(prefix_len: int) -> None:
+    """The router's byte n-grams at a continuation's first bytes reach into the shared prefix."""
+    posterior = posterior_moe()
+    experts = dict(zip(posterior.names, posterior.experts, strict=False))  # names end with the base
+    torch.manual_seed(8)
+    router = FeatureRouter(RouterModelConfig(hidden=16), feature_size(EXPERT.d_model), len(experts))
+    with torch.no_grad():
+        for p in router.parameters():
+            p.add_(torch.randn_like(p))  # a prior far from uniform, so the features matter
+    moe = MixtureOfExperts(experts=experts, router=router, top_k=2, mixing=POSTERIOR, base=posterior.base).eval()
+    prefix = random_bytes(prefix_len, seed=2)
+    continuations = [random_bytes(6, seed=s) for s in range(3)]
+    got = moe.continuation_log_probs(prefix, continuations)
+    for value, tail in zip(got.tolist(), continuations, strict=True):
+        log_p, _ = moe(bos_inputs(prefix + tail)[:, :-1])
+        expected = log_p[0, prefix_len:].gather(-1, torch.tensor([*tail])[:, None]).sum().item()
         assert value == pytest.approx(expected, abs=1e-4)
 
 

@@ -5,7 +5,7 @@ import torch
 
 from moe_unlearn.config import RouterModelConfig
 from moe_unlearn.data.examples import BOS, VOCAB
-from moe_unlearn.models.router import Router, expert_weights
+from moe_unlearn.models.router import NGRAM_BUCKETS, Router, byte_ngrams, expert_weights
 
 CFG = RouterModelConfig(d_model=8, kernel=3, hidden=16, top_k=2)
 
@@ -274,3 +274,28 @@ def test_continuation_features_equal_the_full_features(prefix_bytes: int, n: int
     tails = torch.randint(0, VOCAB, (6, n - 1), generator=torch.Generator().manual_seed(4))
     full = router.features(torch.cat([head.expand(6, -1), tails], dim=1))[:, prefix_bytes:]
     assert torch.allclose(router.continuation_features(head, tails), full, atol=1e-6)
+
+
+def test_byte_ngrams_are_the_bigram_and_trigram_ending_at_each_input() -> None:
+    inputs = torch.tensor([[BOS, 7, 8, 9, 7, 8, 9, 1]])
+    grams = byte_ngrams(inputs)
+    assert grams.shape == (1, 8, NGRAM_BUCKETS)
+    assert torch.equal(grams.abs().sum(-1), torch.full((1, 8), 2.0))  # two signed indicators (unless they cancel)
+    assert torch.equal(grams[0, 3], grams[0, 6])  # (7, 8, 9) and (8, 9) at both places
+    assert not torch.equal(grams[0, 2], grams[0, 5])  # (BOS, 7, 8) is not (9, 7, 8)
+    assert torch.equal(grams, byte_ngrams(inputs.clone()))  # a pure function of the bytes
+
+
+def test_byte_ngrams_at_t_depend_only_on_inputs_up_to_t() -> None:
+    a = torch.tensor([[BOS, 1, 2, 3, 4, 5]])
+    b = a.clone()
+    b[0, 4] = 200
+    assert torch.equal(byte_ngrams(a)[:, :4], byte_ngrams(b)[:, :4])
+    assert not torch.equal(byte_ngrams(a)[:, 4:7], byte_ngrams(b)[:, 4:7])
+
+
+@pytest.mark.parametrize("split", [1, 2, 3, 5])
+def test_byte_ngrams_of_a_continuation_with_its_context_equal_the_whole_inputs(split: int) -> None:
+    inputs = torch.tensor([[BOS, 11, 12, 13, 14, 15, 16]])
+    whole = byte_ngrams(inputs)
+    assert torch.equal(byte_ngrams(inputs[:, split:], context=inputs[:, :split]), whole[:, split:])
