@@ -136,6 +136,28 @@ def run_variant(
     return {"stage_seconds": seconds, "accuracy": accuracy}
 
 
+def run_joint(
+    cfg: Config, registry, heldout: dict[str, list], prefixes: list[int], logs: Path, base: Base | None
+) -> dict:
+    """The reference the stages aim at: one router with every output trained at once (a single stage,
+    no EWC) on each stage's own records, the same router, features and settings. What it misses at a
+    prefix length is the domains' ambiguity there, not forgetting. Returns {prefix: {expert: top-1}}."""
+    jobs, _ = plan(registry, cfg)
+    stages = [j for j in jobs if j.kind == "router-stage"]
+    own = [(r, j.stage) for j in stages for r, label in zip(j.records, j.labels, strict=True) if label == j.stage]
+    k = len(stages)
+    torch.manual_seed(cfg.seed)
+    if base is not None:
+        fresh = FeatureRouter(cfg.model.router, feature_size(cfg.model.expert.d_model), k - 1)
+    else:
+        fresh = Router(cfg.model.router, n_experts=k - 1)
+    previous = (fresh.state_dict(), {})  # no Fisher: no EWC penalty
+    records, labels = [r for r, _ in own], [label for _, label in own]
+    features = base.features if base else None
+    weights, _ = train_router_stage(cfg, k - 1, stages[-1].expert, previous, records, labels, logs, features)
+    return measure(cfg, weights, heldout, prefixes, base)
+
+
 def summarise(accuracy: dict, experts: list[str], p: int) -> dict:
     """At prefix p: mean accuracy on the earlier domains and on the new one after each addition, and
     per earlier domain the points lost (right after its own stage -> after the last) and the points
@@ -198,6 +220,15 @@ def markdown(report: dict) -> str:
                 f"{w['points_lost']:.1f} ({w['expert']}) | {s['peak_to_final_mean']:.1f} / {f['points']:.1f} "
                 f"({f['expert']}) |"
             )
+    if "joint" in report:
+        j = report["joint"]
+        lines.append(
+            "| one router on every domain at once (no stages: the reference) | "
+            + " / ".join(f"{p} B" for p in prefixes)
+            + " | "
+            + " / ".join(f"{j[p]['earlier']:.1%}" for p in prefixes)
+            + " | - | - |"
+        )
     for p in prefixes:
         lines += ["", f"Top-1 accuracy at {p}-byte prefixes after adding expert K: earlier domains (the new one)", ""]
         lines += ["| K | " + " | ".join(report["variants"]) + " |", "|---|" + "---|" * len(report["variants"])]
@@ -225,6 +256,13 @@ def verdict(report: dict) -> list[str]:
         + "; peak -> final mean: "
         + ", ".join(f"{p} B: {v:.1f}" for p, v in forgot.items()),
     ]
+    if "joint" in report:
+        gap = {p: 100 * (ours[p]["final_earlier"] - report["joint"][p]["earlier"]) for p in prefixes}
+        lines.append(
+            "ours' final accuracy on earlier domains minus one router trained on every domain at once "
+            "(points; what stages cost beyond the domains' ambiguity): "
+            + ", ".join(f"{p} B: {g:+.1f}" for p, g in gap.items())
+        )
     if ok and max(max(w["points_lost"] for w in worst.values()), *forgot.values()) > TARGET_POINTS:
         lines.append(
             "NOTE: the mean passes, but single domains lose more than the target or domains forget from their peak: "
@@ -348,7 +386,16 @@ def main() -> None:
             result = run_variant(cfg, registry, heldout, args.prefixes, logs, base)
             result["summary"] = {p: summarise(result["accuracy"], experts, p) for p in args.prefixes}
             report["variants"][name] = {"overrides": extra, **result}
-    cfg = load_config(args.config, overrides)
+        cfg = load_config(args.config, overrides)
+        configure_torch(cfg)
+        _, by_source = plan(registry, cfg)
+        heldout = {e: [r for s, recs in by_source.items() if source_map[s] == e for r in recs] for e in experts}
+        print("one router on every domain at once (the reference)", flush=True)
+        joint = run_joint(cfg, registry, heldout, args.prefixes, Path(work) / "logs" / "joint", base)
+        report["joint"] = {
+            p: {"earlier": mean(a[e] for e in experts[:-1]), "all": mean(a.values()), "by_expert": a}
+            for p, a in joint.items()
+        }
     report |= {
         "experts": experts,
         "machine": machine(),

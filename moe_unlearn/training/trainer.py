@@ -308,8 +308,8 @@ def train_router_stage(
             fit(stage, data, cfg, opt, log_dir, f"router-{index}")
     router = router.cpu()
     sample = sorted(records, key=lambda r: unit_hash(seed, "fisher", r.id))[: opt.fisher_samples]
-    if features is not None:  # the decision after the whole prefix: the last probe
-        inputs = [features[r.id] for r in sample]
+    if features is not None:  # the decision after the whole prefix: the last probe (alone: rows are independent)
+        inputs = [features[r.id][-1:] for r in sample]
     else:  # BOS + the whole prefix: the last position's decision has seen every byte of it
         inputs = [torch.tensor([BOS, *r.text.encode("utf-8")[: opt.prefix_bytes]]) for r in sample]
     weights = {k: v.detach().clone() for k, v in router.state_dict().items()}
