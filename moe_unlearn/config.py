@@ -105,6 +105,7 @@ class RouterTrainConfig(OptimConfig):
     fisher_samples: int = 16  # records per stage used for the exact per-sample Fisher
     balance: str = "auto"  # each expert's records weigh the same in a stage's loss (experts) or not (none);
     # auto: experts for a head on base features, none for the byte router (as before)
+    head_batch_size: int = 256  # rows per step of a stage on base features (batch_size: the byte router's)
 
     def balanced(self, reads_features: bool) -> bool:
         """Whether stages weigh each expert's records equally (`balance`, auto resolved by router kind)."""
@@ -170,6 +171,7 @@ ADDED_KEYS = {
     ("train", "base"): asdict(TrainConfig().base),  # only trains something when the registry has base sources
     ("train", "frozen"): [],
     ("train", "router", "balance"): "auto",  # auto without a base is the byte router's plain loss of before
+    ("train", "router", "head_batch_size"): 256,  # read by heads on base features only, whose stages record it
 }
 
 
@@ -282,6 +284,7 @@ def validate(config: Config) -> None:
     ]:
         checks.append((opt.batch_size >= 1, f"{name}.batch_size must be at least 1"))
         checks.append((opt.max_epochs >= 1, f"{name}.max_epochs must be at least 1"))
+    checks.append((config.train.router.head_batch_size >= 1, "train.router.head_batch_size must be at least 1"))
     names = [e.name for e in config.experts]
     checks.append((len(names) == len(set(names)), f"experts: duplicate expert name in {names}"))
     for ok, message in checks:

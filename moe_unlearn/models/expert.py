@@ -85,16 +85,21 @@ class ByteTransformer(nn.Module):
         return self._run(inputs, None)[0]
 
     def router_features(
-        self, inputs: torch.Tensor, hidden: torch.Tensor | None = None, context: torch.Tensor | None = None
+        self,
+        inputs: torch.Tensor,
+        hidden: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        ngrams: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """What a FeatureRouter averages per position (B, T, feature_size(d_model)): the input byte's
         embedding (no position), the final hidden state (`hidden`, when the caller has it) and the hashed
         byte n-grams ending at the input (`context`: the inputs before these, for a continuation). The
         embeddings and n-grams are byte-frequency evidence the hidden states, trained to predict the next
         byte, partly drop: with them, K = 16 domains are told apart at 64 bytes 99.8% of the time, 95.9%
-        without the n-grams, 91.1% from the hidden states alone (bench/router_stability.py)."""
+        without the n-grams, 91.1% from the hidden states alone (bench/router_stability.py). `ngrams`:
+        the n-grams when the caller has them (a decoder, one position at a time)."""
         hidden = self.hidden(inputs) if hidden is None else hidden
-        ngrams = byte_ngrams(inputs, context).to(hidden.dtype)
+        ngrams = (byte_ngrams(inputs, context) if ngrams is None else ngrams).to(hidden.dtype)
         return torch.cat([self.tok(inputs), hidden, ngrams], dim=-1)
 
     def logits(self, hidden: torch.Tensor) -> torch.Tensor:

@@ -83,21 +83,38 @@ def posterior_log_weights(
         evidence, live, start = torch.zeros(N, C, dtype=torch.float32), torch.ones(N, C, dtype=torch.bool), 0
     else:
         evidence, live, start = state[0].clone(), state[1].clone(), state[2]
-    keep = min(mixing.keep, C)
-    log_threshold = math.log(mixing.threshold) if mixing.threshold > 0 else -math.inf
     out = torch.empty(N, T, C)
     for t in range(T):
-        log_w = (log_prior[:, t].float() + evidence).masked_fill(~live, -math.inf).log_softmax(-1)
-        if keep < C and start + t >= mixing.prune_after:
-            outside = live.clone().scatter_(1, log_w.topk(keep, dim=-1).indices, False)
-            mass = log_w.masked_fill(~outside, -math.inf).logsumexp(-1)  # log of the weight outside the top k
-            prune = outside & (mass < log_threshold)[:, None]
-            if prune.any():
-                live &= ~prune
-                log_w = log_w.masked_fill(~live, -math.inf).log_softmax(-1)
-        out[:, t] = log_w
-        evidence = torch.where(live, mixing.decay * evidence + log_lik[:, t].float(), evidence)
+        out[:, t], live = step_log_weights(log_prior[:, t], evidence, live, start + t >= mixing.prune_after, mixing)
+        evidence = add_evidence(evidence, live, log_lik[:, t], mixing)
     return out, (evidence, live, start + T)
+
+
+def step_log_weights(
+    log_prior: torch.Tensor, evidence: torch.Tensor, live: torch.Tensor, may_prune, mixing: MixingConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """One position of the posterior rule: (log weights (N, C), live candidates after pruning there) from
+    its log prior (N, C), the evidence so far and the live candidates before it. `may_prune`: a bool, or
+    one per row (N,) (rows of a batch can be at different positions of their chunks)."""
+    C = log_prior.shape[-1]
+    keep = min(mixing.keep, C)
+    log_w = (log_prior.float() + evidence).masked_fill(~live, -math.inf).log_softmax(-1)
+    per_row = isinstance(may_prune, torch.Tensor)
+    if keep < C and (bool(may_prune.any()) if per_row else may_prune) and int(live.sum(-1).max()) > keep:
+        log_threshold = math.log(mixing.threshold) if mixing.threshold > 0 else -math.inf
+        outside = live.clone().scatter_(1, log_w.topk(keep, dim=-1).indices, False)
+        mass = log_w.masked_fill(~outside, -math.inf).logsumexp(-1)  # log of the weight outside the top k
+        prune = outside & ((mass < log_threshold) & may_prune if per_row else mass < log_threshold)[:, None]
+        if prune.any():
+            live = live & ~prune
+            log_w = log_w.masked_fill(~live, -math.inf).log_softmax(-1)
+    return log_w, live
+
+
+def add_evidence(evidence: torch.Tensor, live: torch.Tensor, log_lik: torch.Tensor, mixing: MixingConfig):
+    """The decayed log-likelihoods (N, C) after one more byte, whose log p under each candidate is
+    `log_lik` (N, C); pruned candidates keep theirs (their values are never read)."""
+    return torch.where(live, mixing.decay * evidence + log_lik.float(), evidence)
 
 
 def mix(log_weights: torch.Tensor, log_probs: torch.Tensor) -> torch.Tensor:

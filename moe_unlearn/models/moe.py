@@ -5,7 +5,8 @@ come from the mixing rule (models/mixing.py: the router's top-k, or the posterio
 prior) and depend on bytes before t only. Likelihoods are defined chunk by chunk (each chunk of
 `block_size` bytes starts from BOS), exactly as the experts were trained, so `score` gives true bits
 per byte. `generate` samples with its own seeded generator (batching-independent); `sample` yields the
-same bytes one at a time (streaming). `score_batch` scores many texts in one padded forward.
+same bytes one at a time (streaming), one cached step per byte (models/decoding.py). `score_batch` scores
+many texts in one padded forward.
 """
 
 import math
@@ -17,6 +18,7 @@ from torch import nn
 from moe_unlearn.config import MixingConfig
 from moe_unlearn.data.examples import BOS, IGNORE, chunks, lm_example, pad_collate
 from moe_unlearn.models import mixing as rules
+from moe_unlearn.models.decoding import Decoder, draw
 from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.router import FeatureRouter, Router, expert_weights, running_mean
 
@@ -249,8 +251,9 @@ class MixtureOfExperts(nn.Module):
         self, prompt: bytes, max_new_bytes: int, temperature: float = 1.0, top_k: int = 0, seed: int = 0
     ) -> tuple[bytes, dict[str, float]]:
         """Sample bytes after `prompt` (temperature 0: greedy). Returns the new bytes and the mean
-        router weight per expert over the generated positions. The context is the last
-        block_size - 1 bytes behind BOS."""
+        weight per candidate over the generated positions. The window rule is `score`'s: the text
+        (prompt and new bytes) is cut into block_size-byte chunks from its first byte, each starting
+        from BOS, so a byte sees the bytes since the last multiple of block_size (models/decoding.py)."""
         new, weight_sum = bytearray(), torch.zeros(len(self.names))
         for byte, weights in self.sample(prompt, max_new_bytes, temperature, top_k, seed):
             new.append(byte)
@@ -260,23 +263,30 @@ class MixtureOfExperts(nn.Module):
 
     @torch.no_grad()
     def sample(
-        self, prompt: bytes, max_new_bytes: int, temperature: float = 1.0, top_k: int = 0, seed: int = 0
+        self,
+        prompt: bytes,
+        max_new_bytes: int,
+        temperature: float = 1.0,
+        top_k: int = 0,
+        seed: int = 0,
+        cached: bool = True,
     ) -> Iterator[tuple[int, torch.Tensor]]:
-        """The bytes `generate` returns, one at a time as they are drawn, each with the router weights
-        (n_experts,) that produced it. One seeded generator per call: the bytes depend on the seed only."""
+        """The bytes `generate` returns, one at a time as they are drawn, each with the candidate weights
+        (len(names),) that produced it. One seeded generator per call: the bytes depend on the seed only.
+        Cached (models/decoding.py): one step per active candidate a byte; `cached=False` re-runs the
+        whole chunk for every byte (the reference, same window rule and distributions up to rounding)."""
         generator = torch.Generator().manual_seed(seed)
         data = bytearray(prompt)
-        for _ in range(max_new_bytes):
-            context = data[len(data) - (self.block_size - 1) :] if len(data) >= self.block_size else data
-            log_p, weights = self(torch.tensor([[BOS, *context]]))
-            logits, w = log_p[0, -1], weights[0, -1]
-            if temperature <= 0:
-                nxt = int(logits.argmax())
-            else:
-                logits = logits / temperature
-                if top_k > 0:
-                    kth = logits.topk(min(top_k, logits.numel())).values[-1]
-                    logits = logits.masked_fill(logits < kth, -math.inf)
-                nxt = int(torch.multinomial(logits.softmax(-1), 1, generator=generator))
+        decoder = Decoder(self) if cached and max_new_bytes > 0 else None
+        if decoder is not None:
+            log_p, w = decoder.start(0, prompt)
+        for i in range(max_new_bytes):
+            if decoder is None:
+                tail = data[len(data) - len(data) % self.block_size :]  # the chunk of the next byte
+                log_p, weights = self(torch.tensor([[BOS, *tail]]))
+                log_p, w = log_p[0, -1], weights[0, -1]
+            nxt = draw(log_p, temperature, top_k, generator)
             data.append(nxt)
             yield nxt, w
+            if decoder is not None and i + 1 < max_new_bytes:
+                log_p, w = (t[0] for t in decoder.advance([0], [nxt]))

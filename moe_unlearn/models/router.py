@@ -18,6 +18,8 @@ from torch import nn
 from moe_unlearn.config import RouterModelConfig
 from moe_unlearn.data.examples import VOCAB
 
+_PAD = VOCAB + 1  # the symbol before the first input (BOS is VOCAB, inputs use 0..VOCAB)
+
 
 class Router(nn.Module):
     """Maps byte inputs (B, T) (BOS first) to expert logits (B, T) x n_experts, causally."""
@@ -75,14 +77,19 @@ class Router(nn.Module):
         """`conv` over `embed(data)`, zero-padded on the left, computed as table lookups: both are
         linear, so tap j of the kernel is the table embed.weight @ conv.weight[:, :, j].T indexed by
         the byte. Same parameters and maths as Conv1d, without its (slow on CPU) backward."""
-        k = self.cfg.kernel
+        padded = F.pad(data, (self.cfg.kernel - 1, 0), value=_PAD)  # (B, k-1+T)
+        return self.conv_windows(padded.unfold(1, self.cfg.kernel, 1), self.conv_tables())  # (B, T, C)
+
+    def conv_tables(self) -> torch.Tensor:
+        """The convolution as one lookup table per tap (k, V+2, C); its last row (_PAD) is all zero."""
         tables = torch.einsum("vc,ocj->jvo", self.embed.weight, self.conv.weight)  # (k, V+1, C)
-        tables = F.pad(tables, (0, 0, 0, 1))  # an all-zero last row: the left padding
-        pad_index = tables.shape[1] - 1
-        padded = F.pad(data, (k - 1, 0), value=pad_index)  # (B, k-1+T)
-        offsets = torch.arange(k, device=data.device) * tables.shape[1]
-        windows = padded.unfold(1, k, 1) + offsets  # (B, T, k): tap j reads byte t-(k-1)+j
-        return F.embedding(windows, tables.flatten(0, 1)).sum(dim=2) + self.conv.bias
+        return F.pad(tables, (0, 0, 0, 1))
+
+    def conv_windows(self, windows: torch.Tensor, tables: torch.Tensor) -> torch.Tensor:
+        """The convolution (..., C) at windows (..., k) of bytes, _PAD before the first: tap j reads
+        window[j], the byte k-1-j before the output's position."""
+        offsets = torch.arange(self.cfg.kernel, device=windows.device) * tables.shape[1]
+        return F.embedding(windows + offsets, tables.flatten(0, 1)).sum(dim=-2) + self.conv.bias
 
     def grow(self, generator: torch.Generator) -> "Router":
         """A copy with one more head row (a new expert), the new row drawn from `generator`."""
@@ -92,7 +99,6 @@ class Router(nn.Module):
 
 
 NGRAM_BUCKETS = 256  # hashed byte bigrams and trigrams a FeatureRouter reads beside the base's features
-_PAD = VOCAB + 1  # the symbol before the first input (BOS is VOCAB, inputs use 0..VOCAB)
 _MULTIPLIER, _MODULUS, _MIX = 1_000_003, 998_244_353, 2_654_435_761  # int64-safe: products stay < 2^63
 
 
@@ -106,14 +112,38 @@ def byte_ngrams(inputs: torch.Tensor, context: torch.Tensor | None = None) -> to
         before = torch.cat([before, context.long()], dim=1)[:, -2:]
     data, length = torch.cat([before, inputs.long()], dim=1), inputs.shape[1]
     out = torch.zeros(*inputs.shape, NGRAM_BUCKETS, device=inputs.device)
-    for n, salt in ((2, 17), (3, 91)):
-        h = torch.full_like(inputs, salt, dtype=torch.long)
-        for j in range(2 - (n - 1), 3):  # the n inputs ending at s: data[s + 2 - (n - 1) .. s + 2]
-            h = (h * _MULTIPLIER + data[:, j : j + length] + 1) % _MODULUS
-        h = h * _MIX % 2**31
-        sign = ((h >> 20) & 1).float() * 2 - 1  # signed: colliding n-grams tend to cancel, not add up
-        out.scatter_add_(2, (h % NGRAM_BUCKETS)[..., None], sign[..., None])
+    for n, salt in _NGRAMS:
+        bucket, sign = _bucket(_hash(salt, [data[:, j : j + length] for j in range(3 - n, 3)]))
+        out.scatter_add_(2, bucket[..., None], sign.float()[..., None])
     return out
+
+
+def ngram_buckets(windows: list[list[int]]) -> torch.Tensor:
+    """Where `byte_ngrams` puts its signs at one position per row: (3, hits) rows, buckets and signs,
+    from each row's last three inputs (the two before it, _PAD before the first, then its own). The same
+    hashes in Python integers, for decoding one byte at a time."""
+    hits = []
+    for row, window in enumerate(windows):
+        for n, salt in _NGRAMS:
+            hits.append((row, *_bucket(_hash(salt, window[3 - n :]))))
+    return torch.tensor(hits).T
+
+
+_NGRAMS = ((2, 17), (3, 91))  # (n, salt)
+
+
+def _hash(salt: int, parts: list):
+    """Polynomial hash of the inputs `parts` (ints, or int64 tensors of one shape), oldest first."""
+    h = salt
+    for x in parts:
+        h = (h * _MULTIPLIER + x + 1) % _MODULUS
+    return h
+
+
+def _bucket(h):
+    """(bucket, sign) of a hash: signed, so that colliding n-grams tend to cancel, not add up."""
+    h = h * _MIX % 2**31
+    return h % NGRAM_BUCKETS, ((h >> 20) & 1) * 2 - 1
 
 
 def feature_size(d_model: int) -> int:

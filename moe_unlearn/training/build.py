@@ -33,7 +33,7 @@ from moe_unlearn.storage.registry import BASE, Registry, now
 from moe_unlearn.storage.versions import environment, load_tensors, save_tensors
 from moe_unlearn.training.distributed import is_primary
 from moe_unlearn.training.evaluate import evaluate
-from moe_unlearn.training.features import features_tensors, read_features
+from moe_unlearn.training.features import LAYOUT, features_tensors, read_features
 from moe_unlearn.training.plan import Job, changes, plan
 
 Tensors = dict[str, torch.Tensor]
@@ -114,7 +114,7 @@ def build_version(
     n, done = unfinished_build(run_dir, current, cfg)
     vdir = start_build(run_dir, n, cfg, continued=bool(done)) if primary else version_dir(run_dir, n)
     build = Build(run_dir, n, vdir, current, old, reusable, done)
-    build.finished = {j.path for j in jobs if done.get(j.path, {}).get("lineage") == j.lineage} - reusable
+    build.finished = {j.path for j in jobs if _finished(done.get(j.path, {}), j)} - reusable
     unbuilt = [j.expert for j in jobs if j.kind == "expert" and j.path not in reusable | build.finished]
     missing = [e for e in unbuilt if only and e not in only]
     if missing:  # a share of the experts, the rest trained elsewhere: train ours, go live later
@@ -215,8 +215,8 @@ def _make_files(cfg: Config, jobs: list[Job], build: Build, total: int, console:
                 "trained_in_version": build.n,
                 "train_seconds": round(time.perf_counter() - started, 2),
             }
-            if job.kind == "router-features":  # its rows can be reused by a build on the same base
-                entry["base_lineage"] = files[BASE_FILE]["lineage"]
+            if job.kind == "router-features":  # its rows can be reused by a build on the same base and layout
+                entry["base_lineage"], entry["layout"] = files[BASE_FILE]["lineage"], LAYOUT
             build.done[job.path] = entry
             record_progress(build.vdir, build.done)
             if job.kind == "expert":
@@ -251,12 +251,19 @@ def _train(
     return join_stage(weights, fisher)
 
 
+def _finished(entry: dict, job: Job) -> bool:
+    """Whether an interrupted build's file serves `job`: same lineage, and (features) rows recorded in
+    the current layout (builds from before it was recorded may hold rows of an older one)."""
+    return entry.get("lineage") == job.lineage and (job.kind != "router-features" or entry.get("layout") == LAYOUT)
+
+
 def _features(cfg: Config, job: Job, build: Build, base: Tensors, base_lineage: str, console: Console) -> Tensors:
     """An expert's base-features file: the served version's rows reused where it was made from the same
-    base (each row is a pure function of base and record), the new records' computed."""
+    base in the same layout (each row is then a pure function of base and record), the others computed.
+    Files from before `layout` was recorded are recomputed: their rows may be of an older layout."""
     known = {}
     old = build.old["files"].get(job.path)
-    if old is not None and old.get("base_lineage") == base_lineage:
+    if old is not None and old.get("base_lineage") == base_lineage and old.get("layout") == LAYOUT:
         known = read_features(load_tensors(version_dir(build.run_dir, build.current) / job.path, old["sha256"]))
     model = ByteTransformer(cfg.model.expert)
     model.load_state_dict(base)
@@ -296,4 +303,4 @@ def remaining(run_dir: Path, registry: Registry, cfg: Config) -> list[str]:
     its unfinished build."""
     current, _ = served_files(run_dir)
     _, done = unfinished_build(run_dir, current, cfg)
-    return [j.path for j in changes(run_dir, registry, cfg) if done.get(j.path, {}).get("lineage") != j.lineage]
+    return [j.path for j in changes(run_dir, registry, cfg) if not _finished(done.get(j.path, {}), j)]

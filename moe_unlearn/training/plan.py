@@ -114,9 +114,10 @@ def _router_jobs(
             records += replay
             labels += [j] * len(replay)
         job = Job(stage_file(i), "router-stage", name, i, records, labels)
-        # No base: the lineage of the first design. A head on base features records its loss weighting
-        # (stages trained before `balance` existed, unweighted, are then retrained, not reused).
-        features = {"features": base, "layout": LAYOUT, "balance": opt.balanced(True)} if base else {}
+        # No base: the lineage of the first design. A head on base features records its loss weighting and
+        # batch size (stages trained before `balance` or `head_batch_size` existed are retrained, not reused).
+        features = {"features": base, "layout": LAYOUT, "balance": opt.balanced(True), "batch": opt.head_batch_size}
+        features = features if base else {}
         job.lineage = previous = lineage(
             **features,
             kind="router-stage",

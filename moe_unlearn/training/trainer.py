@@ -299,7 +299,7 @@ def train_router_stage(
         stage = RouterStage(router, opt, anchor, fisher, opt.ewc_lambda, weights)
         if features is not None:
             examples = feature_dataset(records, labels, features)
-            data = ExampleDataModule(examples, opt.batch_size, seed, collate=stack_collate)
+            data = ExampleDataModule(examples, opt.head_batch_size, seed, collate=stack_collate)
             fit_head(stage, data, cfg, opt, log_dir, f"router-{index}")
         else:
             data = ExampleDataModule(

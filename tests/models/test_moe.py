@@ -244,11 +244,11 @@ def test_route_empty_prefix_is_the_prior(moe: MixtureOfExperts) -> None:
 
 
 def greedy_reference(m: MixtureOfExperts, prompt: bytes, steps: int) -> bytes:
-    """argmax chain by hand: BOS + the last block_size - 1 bytes of the context, next byte = argmax."""
+    """argmax chain by hand: BOS + the bytes of the text's current block_size chunk, next byte = argmax."""
     data = bytearray(prompt)
     with torch.no_grad():
         for _ in range(steps):
-            context = data[-(m.block_size - 1) :] if len(data) >= m.block_size else data
+            context = data[len(data) - len(data) % m.block_size :]
             log_p, _ = m(bos_inputs(bytes(context)))
             data.append(int(log_p[0, -1].argmax()))
     return bytes(data[len(prompt) :])
@@ -303,8 +303,8 @@ def test_generate_with_a_prompt_longer_than_block_size(moe: MixtureOfExperts) ->
     out, weights = moe.generate(prompt, BS + 4, temperature=1.0, seed=0)
     assert len(out) == BS + 4
     assert math.isclose(sum(weights.values()), 1.0, rel_tol=1e-5)
-    # only the last block_size - 1 bytes of the prompt matter
-    assert out == moe.generate(prompt[-(BS - 1) :], BS + 4, temperature=1.0, seed=0)[0]
+    # only the prompt's last, unfinished chunk matters (the window rule of score)
+    assert out == moe.generate(prompt[-7:], BS + 4, temperature=1.0, seed=0)[0]
 
 
 def test_generate_weights_are_the_mean_router_weights(moe: MixtureOfExperts) -> None:

@@ -5,7 +5,7 @@ import torch
 
 from moe_unlearn.config import RouterModelConfig
 from moe_unlearn.data.examples import BOS, VOCAB
-from moe_unlearn.models.router import NGRAM_BUCKETS, Router, byte_ngrams, expert_weights
+from moe_unlearn.models.router import NGRAM_BUCKETS, Router, byte_ngrams, expert_weights, ngram_buckets
 
 CFG = RouterModelConfig(d_model=8, kernel=3, hidden=16, top_k=2)
 
@@ -299,3 +299,14 @@ def test_byte_ngrams_of_a_continuation_with_its_context_equal_the_whole_inputs(s
     inputs = torch.tensor([[BOS, 11, 12, 13, 14, 15, 16]])
     whole = byte_ngrams(inputs)
     assert torch.equal(byte_ngrams(inputs[:, split:], context=inputs[:, :split]), whole[:, split:])
+
+
+def test_ngram_buckets_are_byte_ngrams_one_position_at_a_time() -> None:
+    """The decoder's per-byte n-grams (Python integers) equal the batched features, position by position."""
+    inputs = torch.randint(0, VOCAB + 1, (3, 40), generator=torch.Generator().manual_seed(0))
+    full = byte_ngrams(inputs)
+    padded = torch.cat([torch.full((3, 2), VOCAB + 1), inputs], dim=1).tolist()
+    for t in range(inputs.shape[1]):
+        row, bucket, sign = ngram_buckets([window[t : t + 3] for window in padded])
+        at_t = torch.zeros(3, NGRAM_BUCKETS).index_put((row, bucket), sign + 0.0, accumulate=True)
+        assert torch.equal(at_t, full[:, t])

@@ -2,6 +2,7 @@
 oracle, which trains the base too; an expert's forget keeps the base's file, a base source's forget is
 a full rebuild and says so."""
 
+import hashlib
 import json
 import shutil
 
@@ -78,6 +79,16 @@ def test_the_loss_weighting_of_stages_retrains_the_stages_alone(base_copy):
     assert changed == {p for p in before if p.startswith("router/stage_") and p != "router/stage_0.safetensors"}
 
 
+def test_the_head_batch_size_retrains_the_stages_alone(base_copy):
+    """`train.router.head_batch_size` is read by stages on base features only: a change retrains them and
+    keeps the base, the experts and the features files."""
+    before = file_hashes(base_copy)
+    Run(base_copy).train(TINY, [*WITH_BASE, "train.router.head_batch_size=7"])
+    after = file_hashes(base_copy)
+    changed = {p for p in before if after[p] != before[p]}
+    assert changed == {p for p in before if p.startswith("router/stage_") and p != "router/stage_0.safetensors"}
+
+
 def test_a_router_of_the_older_feature_layout_asks_for_a_retrain():
     """Versions built before the features held the byte embeddings: a clear line, not a shape error."""
     from moe_unlearn.config import load_config
@@ -91,6 +102,27 @@ def test_a_router_of_the_older_feature_layout_asks_for_a_retrain():
     with pytest.raises(UserError, match="older layout.*retrain") as info:
         compose(cfg, {"recipes": weights}, older, base=weights)
     assert "\n" not in str(info.value)
+
+
+def test_features_of_an_older_layout_are_recomputed_not_reused(base_copy):
+    """A version whose features files predate the current layout (narrower rows, no `layout` in the
+    manifest): `train` recomputes every row instead of mixing old rows into a new file."""
+    from safetensors.torch import load_file, save_file
+
+    before = file_hashes(base_copy)
+    manifest_path = base_copy / "versions" / "1" / "manifest.json"
+    manifest = json.loads(manifest_path.read_text())
+    for path, entry in manifest["files"].items():
+        if path.startswith("router/features/"):
+            file = base_copy / "versions" / "1" / path
+            tensors = load_file(file)
+            save_file({**tensors, "features": tensors["features"][..., :-8].contiguous()}, file)
+            entry.pop("layout")
+            entry["lineage"] += "-older"
+            entry["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()
+    manifest_path.write_text(json.dumps(manifest))
+    Run(base_copy).train(TINY, WITH_BASE)
+    assert file_hashes(base_copy) == before  # the rows of a fresh build, the stages trained on them
 
 
 def test_a_router_on_base_features_needs_a_base(tmp_path):
