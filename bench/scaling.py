@@ -63,6 +63,7 @@ from itertools import pairwise
 from pathlib import Path
 from statistics import mean
 
+import torch
 from rich.console import Console
 from rich.table import Table
 
@@ -70,8 +71,11 @@ from bench.common import machine_line, provenance, publish, report_defaults, rep
 from bench.utility import DICTD, corpus
 from moe_unlearn import Run
 from moe_unlearn.config import load_config
+from moe_unlearn.data.examples import BOS
 from moe_unlearn.data.ingest import read_records
 from moe_unlearn.data.splits import is_heldout, unit_hash
+from moe_unlearn.models.loading import load_version
+from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.rundir import read_current, read_manifest, version_dir
 
 QUICK_TOTAL = 800
@@ -83,6 +87,8 @@ FIXED = ["trainer.progress_bar=false", "data.eval_records=10"]
 KINDS = ("base", "expert", "router-features", "router-stage")  # manifest entries' `kind`
 TARGET_K = (4, 8, 16)
 MEAN_TARGET, WORST_TARGET = 0.8, 0.5  # x K
+AGREEMENT_PREFIXES = (16, 32, 64)  # bytes; 64 is the audit's router prefix
+AGREEMENT_TARGET = 0.99  # top-1 agreement of the routers before and after a forget, at 64 bytes
 
 
 def seconds_by_kind(manifest: dict, paths: list[str] | None = None) -> dict[str, float]:
@@ -167,8 +173,47 @@ def summarise(k: int, full: dict, forgets: list[dict]) -> dict:
     }
 
 
+def summarise_agreement(forgets: list[dict]) -> dict:
+    """Mean and worst (over the K forgets) router top-1 agreement per prefix length, and the target's check
+    (every forget at least AGREEMENT_TARGET at the longest prefix)."""
+    keys = list(forgets[0]["agreement"])
+    out = {
+        k: {
+            "mean": round(mean(f["agreement"][k] for f in forgets), 4),
+            "worst": min(f["agreement"][k] for f in forgets),
+        }
+        for k in keys
+    }
+    out["pass"] = out[keys[-1]]["worst"] >= AGREEMENT_TARGET
+    return out
+
+
 def router_over_expert(forget: dict) -> float | None:
     return round(forget["router_s"] / forget["expert_s"], 3) if forget["expert_s"] else None
+
+
+@torch.no_grad()
+def top1_experts(model: MixtureOfExperts, texts: list[bytes]) -> dict[int, list[str]]:
+    """The router's top-1 expert (by name) after the first n bytes of each text, for n in AGREEMENT_PREFIXES
+    (texts at least max(AGREEMENT_PREFIXES) bytes long): one batched causal pass, the weights for byte n."""
+    inputs = torch.tensor([[BOS, *t[: max(AGREEMENT_PREFIXES)]] for t in texts])
+    top = model.router_logits(inputs).argmax(-1)  # (N, T): position n holds the weights after n bytes
+    return {n: [model.names[i] for i in top[:, n].tolist()] for n in AGREEMENT_PREFIXES}
+
+
+def agreement(before: dict[int, list[str]], after: dict[int, list[str]]) -> dict[str, float]:
+    """Share of prefixes whose top-1 expert is the same before and after, per prefix length."""
+    return {f"{n}B": round(sum(map(str.__eq__, before[n], after[n])) / len(before[n]), 4) for n in before}
+
+
+def retained_prefixes(keep: dict[str, list], skip: int, n: int) -> list[bytes]:
+    """Up to n training records of every source past the first `skip` (those the bench forgets), long enough
+    for every prefix length: texts the forgets keep."""
+    out = []
+    for records in keep.values():
+        texts = (r.text.encode("utf-8") for r in records[skip:])
+        out += [t for t in texts if len(t) >= max(AGREEMENT_PREFIXES)][:n]
+    return out
 
 
 def dictd_sample(data: Path, k: int, total: int, seed: int, work: Path) -> dict[str, list]:
@@ -222,6 +267,8 @@ def bench_k(k: int, args, work: Path, console: Console) -> dict:
     console.print(f"[bold]K = {k}[/]: training ({per_domain:,} records per domain)")
     manifest, train_wall = timed(run.train, args.config, overrides)
     full = full_costs(manifest)
+    prefixes = retained_prefixes(keep, args.records, args.agreement_records)
+    routed = top1_experts(load_version(run_dir, read_current(run_dir))[0], prefixes)
     forgets = []
     for stage, expert in enumerate(manifest["experts"]):  # stage i is expert i's
         source = next(s for s, e in manifest["sources"].items() if e == expert)
@@ -233,10 +280,12 @@ def bench_k(k: int, args, work: Path, console: Console) -> dict:
         forgets.append({"stage": stage, "source": source, "records_forgotten": len(ids), **split})
         forgets[-1]["experts_retrained"] = certificate["retrained"]["experts"]
         forgets[-1]["full_rebuild"] = bool(certificate["retrained"].get("full_rebuild"))
+        before, routed = routed, top1_experts(load_version(run_dir, read_current(run_dir))[0], prefixes)
+        forgets[-1]["agreement"] = agreement(before, routed)
         console.print(
             f"  forget {split['forget_s']:.1f} s = expert {split['expert_s']:.1f} + features "
             f"{split['features_s']:.1f} + router {split['router_s']:.1f} ({split['router_stages_rerun']} stages) "
-            f"+ rest {split['rest_s']:.1f}"
+            f"+ rest {split['rest_s']:.1f}; router top-1 agreement {forgets[-1]['agreement']}"
         )
     shutil.rmtree(run_dir)
     return {
@@ -248,6 +297,8 @@ def bench_k(k: int, args, work: Path, console: Console) -> dict:
         "train_command_wall_s": round(train_wall, 1),
         **summarise(k, full, forgets),
         "router_over_expert": router_over_expert(forgets[0]),  # the stage-0 source: every stage re-run
+        "agreement_prefixes": len(prefixes),
+        "agreement": summarise_agreement(forgets),
         "forgets": forgets,
     }
 
@@ -338,6 +389,19 @@ def markdown(report: dict) -> str:
                 f"{f['features_s']:.1f} | {f['router_s']:.1f} ({f['router_stages_rerun']}) | {f['rest_s']:.1f} | "
                 f"{f['speedup']:.2f}x | {f['speedup_rebuild']:.2f}x |"
             )
+    lines += [
+        "",
+        f"Router top-1 agreement before and after each forget, on the prefixes of retained training records "
+        f"(up to {report['agreement_records']} a source): mean over the K forgets (worst); target: every forget "
+        f"at least {AGREEMENT_TARGET:.0%} at {max(AGREEMENT_PREFIXES)} bytes.",
+        "",
+        "| K | prefixes | " + " | ".join(f"{n} B" for n in AGREEMENT_PREFIXES) + " | target |",
+        "|---|---|" + "---|" * len(AGREEMENT_PREFIXES) + "---|",
+    ]
+    for r in report["results"]:
+        a = r["agreement"]
+        cells = " | ".join(f"{a[f'{n}B']['mean']:.1%} ({a[f'{n}B']['worst']:.1%})" for n in AGREEMENT_PREFIXES)
+        lines.append(f"| {r['k']} | {r['agreement_prefixes']:,} | {cells} | {'pass' if a['pass'] else 'FAIL'} |")
     lines += [
         "",
         verdict(report),
@@ -431,6 +495,12 @@ def main() -> None:
     )
     parser.add_argument("--records", type=int, default=10, help="trained-on records to forget from each source")
     parser.add_argument(
+        "--agreement-records",
+        type=int,
+        default=50,
+        help="retained training records a source whose prefixes the routers before and after each forget route",
+    )
+    parser.add_argument(
         "--base-records",
         type=int,
         help=f"base records in all, split over the K domains, source `public` (default {DEFAULT_BASE_RECORDS}, "
@@ -481,6 +551,7 @@ def main() -> None:
         "total": args.total,
         "base_records": args.base_records,
         "records": args.records,
+        "agreement_records": args.agreement_records,
         "targets": {"k": list(TARGET_K), "mean_k": MEAN_TARGET, "worst_k": WORST_TARGET},
         "results": results,
         "crossover": crossover(results),

@@ -626,6 +626,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="moe-unlearn-utility-") as tmp:
         for method in methods:
             rows += bench_method(method, cfg, args, Path(tmp), console)
+            partial = args.out.with_suffix(".partial.json")  # what a run cut short still leaves
+            partial.parent.mkdir(parents=True, exist_ok=True)
+            partial.write_text(json.dumps({"overrides": args.overrides, "lrs": args.lrs, "rows": rows}, indent=2))
     e = cfg.model.expert
     report = {
         **provenance(args.config),
@@ -659,6 +662,7 @@ def main() -> None:
         word, colour = ("beside", "cyan") if t["met"] is None else ("pass", "green") if t["met"] else ("FAIL", "red")
         console.print(f"[{colour}]{word}[/]: {t['target']} ({t['change']:+.1%})")
     publish(report, markdown(report), args.out, plot, args.plots / f"utility{suffix}.png", console)
+    args.out.with_suffix(".partial.json").unlink(missing_ok=True)
 
 
 if __name__ == "__main__":

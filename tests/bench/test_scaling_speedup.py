@@ -2,12 +2,14 @@
 the per-K summary and the targets (no training, no measured seconds)."""
 
 from bench.scaling import (
+    agreement,
     crossover,
     forget_split,
     full_costs,
     markdown,
     seconds_by_kind,
     summarise,
+    summarise_agreement,
     target_cell,
     target_check,
     targets_line,
@@ -124,6 +126,9 @@ def result(k: int, target: dict | None, walls: tuple[float, ...]) -> dict:
     row = {"k": k, "records_per_domain": 100, **full, "full_expert_s": 8.0 * k, "full_features_s": k * 1.0}
     row |= {"full_router_s": k * 1.0, "full_base_s": 10.0 * k, **summarise(k, full, per_source), "forgets": per_source}
     row["router_over_expert"] = 0.5
+    for f in per_source:
+        f["agreement"] = {"16B": 0.9, "32B": 0.95, "64B": 1.0}
+    row |= {"agreement_prefixes": 50 * k, "agreement": summarise_agreement(per_source)}
     return {**row, "target": target} if target is not None else row
 
 
@@ -148,6 +153,7 @@ def test_the_markdown_has_a_row_per_k_and_per_source_and_the_verdicts():
         "base": "base: 20 more records of each domain",
         "total": 200,
         "records": 10,
+        "agreement_records": 50,
         "command": "python -m bench.scaling",
         "results": results,
         "crossover": crossover(results),
@@ -156,6 +162,24 @@ def test_the_markdown_has_a_row_per_k_and_per_source_and_the_verdicts():
     assert "| 2 | 100 | 20.0 (16.0 + 2.0) | 40.0 (+ 2.0 + 20.0) |" in text
     assert "| 7.50x (3.75K) | 5.00x (2.50K, s1) | 15.00x | - |" in text  # speedups 10 and 5 at K = 2
     assert "| 4 | 100 | 40.0 (32.0 + 4.0) |" in text and "| pass |" in text
-    assert sum(line.startswith(("| 2 | 0 |", "| 2 | 1 |", "| 4 |")) for line in text.splitlines()) == 2 + 1 + 4
+    assert (
+        sum(line.startswith(("| 2 | 0 |", "| 2 | 1 |", "| 4 |")) for line in text.splitlines()) == 2 + 1 + 4 + 1
+    )  # + agreement
     assert "Targets (mean >= 0.8K and worst >= 0.5K at K = 4, 8, 16): pass" in text
     assert "Router replay does not exceed expert retraining" in text
+    assert "| 4 | 200 | 90.0% (90.0%) | 95.0% (95.0%) | 100.0% (100.0%) | pass |" in text
+
+
+def test_agreement_is_the_share_of_equal_top1_experts_per_prefix_length():
+    before = {16: ["a", "b", "a", "b"], 64: ["a", "a", "b", "b"]}
+    after = {16: ["a", "a", "a", "a"], 64: ["a", "a", "b", "b"]}
+    assert agreement(before, after) == {"16B": 0.5, "64B": 1.0}
+
+
+def test_the_agreement_target_needs_every_forget_at_99_percent_at_the_longest_prefix():
+    forgets = [{"agreement": {"16B": 0.5, "64B": 1.0}}, {"agreement": {"16B": 0.7, "64B": 0.995}}]
+    s = summarise_agreement(forgets)
+    assert s["16B"] == {"mean": 0.6, "worst": 0.5} and s["64B"]["worst"] == 0.995
+    assert s["pass"] is True  # 16 bytes are reported, not judged
+    forgets.append({"agreement": {"16B": 1.0, "64B": 0.98}})
+    assert summarise_agreement(forgets)["pass"] is False
