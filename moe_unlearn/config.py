@@ -106,6 +106,7 @@ class RouterTrainConfig(OptimConfig):
     balance: str = "auto"  # each expert's records weigh the same in a stage's loss (experts) or not (none);
     # auto: experts for a head on base features, none for the byte router (as before)
     head_batch_size: int = 256  # rows per step of a stage on base features (batch_size: the byte router's)
+    head_min_steps: int = 40  # a stage on base features takes at least this many steps (more epochs when few rows)
 
     def balanced(self, reads_features: bool) -> bool:
         """Whether stages weigh each expert's records equally (`balance`, auto resolved by router kind)."""
@@ -172,6 +173,7 @@ ADDED_KEYS = {
     ("train", "frozen"): [],
     ("train", "router", "balance"): "auto",  # auto without a base is the byte router's plain loss of before
     ("train", "router", "head_batch_size"): 256,  # read by heads on base features only, whose stages record it
+    ("train", "router", "head_min_steps"): 40,  # the same
 }
 
 
@@ -285,6 +287,7 @@ def validate(config: Config) -> None:
         checks.append((opt.batch_size >= 1, f"{name}.batch_size must be at least 1"))
         checks.append((opt.max_epochs >= 1, f"{name}.max_epochs must be at least 1"))
     checks.append((config.train.router.head_batch_size >= 1, "train.router.head_batch_size must be at least 1"))
+    checks.append((config.train.router.head_min_steps >= 0, "train.router.head_min_steps must be at least 0"))
     names = [e.name for e in config.experts]
     checks.append((len(names) == len(set(names)), f"experts: duplicate expert name in {names}"))
     for ok, message in checks:

@@ -115,8 +115,9 @@ def _router_jobs(
             labels += [j] * len(replay)
         job = Job(stage_file(i), "router-stage", name, i, records, labels)
         # No base: the lineage of the first design. A head on base features records its loss weighting and
-        # batch size (stages trained before `balance` or `head_batch_size` existed are retrained, not reused).
+        # batch size and step floor (stages trained before these existed are retrained, not reused).
         features = {"features": base, "layout": LAYOUT, "balance": opt.balanced(True), "batch": opt.head_batch_size}
+        features["min_steps"] = opt.head_min_steps
         features = features if base else {}
         job.lineage = previous = lineage(
             **features,

@@ -17,7 +17,7 @@ from lightning.fabric.loggers import CSVLogger as FabricCSVLogger
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import CSVLogger
 
-from moe_unlearn.config import Config, OptimConfig
+from moe_unlearn.config import Config, OptimConfig, RouterTrainConfig
 from moe_unlearn.data.datamodule import (
     ExampleDataModule,
     expert_dataset,
@@ -160,9 +160,12 @@ def fit(module: L.LightningModule, data: ExampleDataModule, cfg: Config, optim: 
     trainer.fit(module, datamodule=data)
 
 
-def fit_head(module: RouterStage, data: ExampleDataModule, cfg: Config, optim: OptimConfig, log_dir: Path, name: str):
-    """A FeatureRouter stage's fit in a Lightning Fabric loop on one device: the steps `fit` takes, and so
-    the same weights (tests/training/test_trainer.py compares them): the same batches in the same order,
+def fit_head(
+    module: RouterStage, data: ExampleDataModule, cfg: Config, optim: RouterTrainConfig, log_dir: Path, name: str
+):
+    """A FeatureRouter stage's fit in a Lightning Fabric loop on one device: the steps `fit` takes (at least
+    `optim.head_min_steps`: more epochs over a small stage), and so, above that floor, the same weights
+    (tests/training/test_trainer.py compares them): the same batches in the same order,
     AdamW with its schedule over the same step count, and per step the loss, zero_grad, backward, the
     gradient clip, the update and the scheduler's step; metrics go to `log_dir/name/metrics.csv` on the
     steps the Trainer would write. A stage is a head of ~20k parameters trained for a few dozen steps on
@@ -179,6 +182,9 @@ def fit_head(module: RouterStage, data: ExampleDataModule, cfg: Config, optim: O
     loader = data.train_dataloader()
     per_epoch = len(loader.batch_sampler)
     total = per_epoch * optim.max_epochs  # max_epochs >= 1 (config.py); max_steps -1: no limit
+    # A floor on the steps: a stage of a few hundred records is a handful of steps an epoch, too few for
+    # the head to move from its start (K = 2, 400 records a domain: every prefix routed to one expert).
+    total = max(total, optim.head_min_steps)
     total = min(total, optim.max_steps) if optim.max_steps >= 0 else total
     module.to_device(fabric.device)
     fabric.setup_module(module)  # onto the device; `module` is still called directly (one device, no DDP)

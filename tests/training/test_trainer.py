@@ -42,8 +42,9 @@ def trained_stage(cfg, fitter, log_dir) -> tuple[str, RouterStage]:
 @pytest.mark.parametrize(
     "overrides",
     [
-        ["train.router.max_epochs=2", "train.router.batch_size=8"],  # warm-up, cosine, several epochs
+        ["train.router.max_epochs=2", "train.router.batch_size=8", "train.router.head_min_steps=0"],  # warm-up, cosine
         ["train.router.max_steps=7", "train.router.batch_size=8", "train.router.grad_clip=0.05"],  # mid-epoch stop
+        ["train.router.max_epochs=4", "train.router.batch_size=8", "train.router.head_min_steps=20"],  # floor met
     ],
 )
 def test_the_feature_loop_trains_the_same_weights_as_the_trainer(tmp_path, overrides):
@@ -60,6 +61,23 @@ def test_the_feature_loop_trains_the_same_weights_as_the_trainer(tmp_path, overr
     logged = steps(tmp_path / "loop")
     assert [s for s, _ in logged] == [s for s, _ in steps(tmp_path / "trainer")]
     assert logged and all(float(ce) > 0 for _, ce in logged)
+
+
+def test_a_small_stage_takes_the_step_floor_in_more_epochs(tmp_path):
+    """A stage whose epochs hold fewer steps than train.router.head_min_steps trains until the floor."""
+    overrides = ["train.router.max_epochs=2", "train.router.max_steps=-1", "train.router.batch_size=8"]
+    overrides.append("trainer.log_every_n_steps=1")
+
+    def logged_steps(floor: int) -> list[int]:
+        cfg = load_config(TINY, ["trainer.progress_bar=false", *overrides, f"train.router.head_min_steps={floor}"])
+        configure_torch(cfg)
+        trained_stage(cfg, fit_head, tmp_path / str(floor))
+        with (tmp_path / str(floor) / "router-2" / "metrics.csv").open() as f:
+            return [int(row["step"]) for row in csv.DictReader(f)]
+
+    epochs_only = logged_steps(0)
+    assert 0 < len(epochs_only) < 23
+    assert logged_steps(23) == list(range(23))
 
 
 def test_balanced_weights_give_every_expert_the_same_total_weight():

@@ -89,6 +89,21 @@ def test_the_head_batch_size_retrains_the_stages_alone(base_copy):
     assert changed == {p for p in before if p.startswith("router/stage_") and p != "router/stage_0.safetensors"}
 
 
+def test_the_head_step_floor_changes_the_stages_alone(base_copy, tmp_path):
+    """`train.router.head_min_steps` is read by stages on base features only: raised above a stage's
+    epochs (tiny's step cap lifted) it changes every stage with a choice to learn, and no other file."""
+    lifted = [*WITH_BASE, "train.router.max_steps=-1"]
+    other = tmp_path / "other"
+    shutil.copytree(base_copy, other)
+    Run(base_copy).train(TINY, [*lifted, "train.router.head_min_steps=0"])
+    Run(other).train(TINY, [*lifted, "train.router.head_min_steps=50"])
+    before, after = file_hashes(base_copy), file_hashes(other)
+    assert after.keys() == before.keys()
+    changed = {p for p in before if after[p] != before[p]}
+    assert {p for p in before if p.startswith("router/stage_") and p != "router/stage_0.safetensors"} <= changed
+    assert all(p.startswith("router/stage_") for p in changed)
+
+
 def test_a_router_of_the_older_feature_layout_asks_for_a_retrain():
     """Versions built before the features held the byte embeddings: a clear line, not a shape error."""
     from moe_unlearn.config import load_config
