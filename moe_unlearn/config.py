@@ -106,7 +106,7 @@ class RouterTrainConfig(OptimConfig):
     balance: str = "auto"  # each expert's records weigh the same in a stage's loss (experts) or not (none);
     # auto: experts for a head on base features, none for the byte router (as before)
     head_batch_size: int = 256  # rows per step of a stage on base features (batch_size: the byte router's)
-    head_min_steps: int = 40  # a stage on base features takes at least this many steps (more epochs when few rows)
+    head_min_steps: int = 30  # a stage on base features takes at least this many steps (more epochs when few rows)
 
     def balanced(self, reads_features: bool) -> bool:
         """Whether stages weigh each expert's records equally (`balance`, auto resolved by router kind)."""
@@ -173,7 +173,7 @@ ADDED_KEYS = {
     ("train", "frozen"): [],
     ("train", "router", "balance"): "auto",  # auto without a base is the byte router's plain loss of before
     ("train", "router", "head_batch_size"): 256,  # read by heads on base features only, whose stages record it
-    ("train", "router", "head_min_steps"): 40,  # the same
+    ("train", "router", "head_min_steps"): 30,  # the same
 }
 
 
