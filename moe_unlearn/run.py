@@ -21,7 +21,7 @@ from moe_unlearn import rundir
 from moe_unlearn.audit.canaries import canary_report
 from moe_unlearn.audit.request import audit_request
 from moe_unlearn.config import Config, load_config
-from moe_unlearn.errors import UserError
+from moe_unlearn.errors import UserError, utf8
 from moe_unlearn.models.loading import CurrentModel
 from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.rundir import DEFAULT_RUN_DIR
@@ -233,7 +233,7 @@ class Run:
         if max_new_bytes < 0:
             raise UserError("max_new_bytes must be >= 0")
         model, manifest = self.load()
-        new, weights = model.generate(prompt.encode("utf-8"), max_new_bytes, temperature, top_k, seed)
+        new, weights = model.generate(utf8(prompt, "the prompt"), max_new_bytes, temperature, top_k, seed)
         return {
             "prompt": prompt,
             "text": new.decode("utf-8", errors="replace"),
@@ -253,8 +253,9 @@ class Run:
         """Bits per byte of `text` under the composed model and the router's mean expert weights."""
         if not text:
             raise UserError("cannot score empty text")
+        data = utf8(text, "the text to score")
         model, manifest = self.load()
-        result = model.score(text.encode("utf-8"))
+        result = model.score(data)
         result["expert_weights"] = {k: round(v, 4) for k, v in result["expert_weights"].items()}
         return {**result, "version": manifest["version"]}
 

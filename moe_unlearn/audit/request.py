@@ -18,6 +18,8 @@ def audited_numbers(registry: Registry, request_id: str) -> dict:
     if request is None:
         raise UserError(f"unknown request {request_id!r}")
     numbers = (request["result"] or {}).get("audit")
+    if numbers == {}:  # asked for, but there was no model before or after (forgotten before any training)
+        raise UserError(f"request {request_id} was forgotten before any model was trained: nothing was measured")
     if numbers is None:
         if request["status"] != "done":
             raise UserError(f"request {request_id} is {request['status']}: audit it once it is done")

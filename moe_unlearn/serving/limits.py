@@ -75,24 +75,29 @@ class RequestLimits:
 
 def check_body(body: bytes, rule: Checked | None) -> tuple[int, str] | None:
     """(status, message) if the body breaks a limit, else None. Malformed JSON and wrong types are left to
-    FastAPI, which names the field and the expected type."""
+    FastAPI, which names the field and the expected type; JSON nested too deep for any parser is refused
+    here (FastAPI's parser would raise RecursionError: a 500)."""
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as e:
         return 400, f"request body is not valid UTF-8 (bad byte at offset {e.start})"
-    if rule is None:
-        return None
     try:
         data = json.loads(body)
     except ValueError:
         return None
-    if not isinstance(data, dict):
+    except RecursionError:
+        return 400, "request body is JSON nested too deeply"
+    if rule is None or not isinstance(data, dict):
         return None
     text = data.get(rule.text_field)
     if isinstance(text, list) and len(text) == 1:  # OpenAI prompts may come as a list of one string
         text = text[0]
     if isinstance(text, str):
-        size = len(text.encode("utf-8", "surrogatepass"))
+        try:  # a JSON escape can carry a lone surrogate (\ud800), which no UTF-8 encoder takes
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            return 422, f"{rule.text_field} is not valid Unicode (a lone surrogate at character {e.start})"
+        size = len(text.encode("utf-8"))
         if size > rule.max_text_bytes:
             return 413, f"{rule.text_field} is {size:,} bytes; this server takes at most {rule.max_text_bytes:,}"
     wanted = data.get(rule.output_field) if rule.output_field else None

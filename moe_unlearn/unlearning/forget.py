@@ -11,9 +11,9 @@ from pathlib import Path
 
 from rich.console import Console
 
-from moe_unlearn.errors import UserError
+from moe_unlearn.errors import UserError, utf8
 from moe_unlearn.faults import crash_point
-from moe_unlearn.rundir import lock
+from moe_unlearn.rundir import lock, read_current
 from moe_unlearn.storage.registry import Registry
 from moe_unlearn.unlearning.job import run_queue, would_retrain
 from moe_unlearn.unlearning.requests import drop_rows, new_request_id, parse_deadline, resolve_drop, resolve_forget
@@ -39,6 +39,15 @@ def forget(
     """A forget request (see `moe_unlearn.Run.forget`)."""
     if method not in METHODS:
         raise UserError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    for record_id in records:  # a command-line argument that was not UTF-8: one line, before any lookup
+        utf8(record_id, "a record id")
+    if match is not None:
+        utf8(match, "--match")
+    if audit and read_current(run_dir) is None:
+        raise UserError(
+            f"nothing to audit: no trained model in {run_dir} (forget without --audit: training then never "
+            "sees the records)"
+        )
     deadline = parse_deadline(deadline)
     finished = finish_unfinished(run_dir, registry, console)
     if records and not match and not ids_file:

@@ -165,3 +165,35 @@ def test_score_generate_and_registry_name_the_mixing_rule(tiny_run_dir):
     assert scored["mixing"] == generated["mixing"] == manifest["mixing"]
     assert "mixing: posterior (decay 0.98" in cli("registry", "--run-dir", tiny_run_dir).stdout
     assert "mixing: posterior" in cli("score", "Rain in Porto.", "--run-dir", tiny_run_dir).stdout
+
+
+def test_arguments_that_are_not_utf8_are_one_line_errors(tiny_copy):
+    """Bytes that are not UTF-8 in an argument (Python hands them over as lone surrogates): exit 2, one
+    line naming the argument, nothing forgotten."""
+    bad = b"\xff\xfe".decode("utf-8", "surrogateescape")
+    for args, what in [
+        (["generate", bad], "the prompt is not valid UTF-8"),
+        (["score", bad], "the text to score is not valid UTF-8"),
+        (["forget", "--match", bad], "--match is not valid UTF-8"),
+        (["forget", "--record", bad], "a record id is not valid UTF-8"),
+    ]:
+        result = cli(*args, "--run-dir", tiny_copy)
+        assert result.returncode == 2 and what in result.stderr, (args, result.stderr)
+        assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    real = subprocess.run(
+        [sys.executable, "-m", "moe_unlearn", "generate", b"\xff\xfe", "--run-dir", str(tiny_copy)],
+        capture_output=True,
+        text=True,
+    )
+    assert real.returncode == 2 and real.stderr.strip().count("\n") == 0, real.stderr
+    assert Run(tiny_copy).info()["manifest"]["version"] == 1  # nothing was forgotten
+
+
+def test_forget_with_audit_before_any_training_is_refused_and_loses_nothing(tmp_path):
+    run_dir = tmp_path / "run"
+    assert cli("init", "--config", TINY, "--run-dir", run_dir).returncode == 0
+    before = Run(run_dir).info()["records"]
+    result = cli("forget", "--audit", "--record", "code-000001", "--run-dir", run_dir)
+    assert result.returncode == 2 and "nothing to audit: no trained model" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
+    assert Run(run_dir).info()["records"] == before and Run(run_dir).requests() == []

@@ -58,6 +58,12 @@ def test_body_checks_and_error_lines():
     assert check_body(b'{"prompt": "x", "max_new_bytes": true}', rule) is None  # a type error: FastAPI's
     assert check_body(b'{"prompt": "x"', rule) is None  # malformed: FastAPI's, with the offset
     assert check_body(b'{"prompt": "\xff"}', rule) == (400, "request body is not valid UTF-8 (bad byte at offset 12)")
+    lone = (422, "prompt is not valid Unicode (a lone surrogate at character 1)")
+    assert check_body(b'{"prompt": "a\\ud800"}', rule) == lone  # would fail the whole batch in a worker
+    assert check_body(b'{"prompt": ["a\\udfff"]}', rule) == lone
+    assert check_body(b'{"prompt": "\\ud83d\\ude00"}', rule) is None  # a surrogate pair is one character
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert check_body(deep, rule) == check_body(deep, None) == (400, "request body is JSON nested too deeply")
     errors = [
         {"type": "missing", "loc": ("body", "prompt"), "msg": "Field required"},
         {"type": "int_type", "loc": ("body", "seed"), "msg": "Input should be a valid integer", "input": "secret"},

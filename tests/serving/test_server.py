@@ -245,6 +245,10 @@ BAD = [
     ("/v1/completions", {"prompt": "x", "max_tokens": 500}, 422, "max_tokens is 500"),
     ("/v1/completions", {"prompt": ["a", "b"]}, 422, "one prompt per request"),
     ("/v1/completions", {"prompt": "x", "top_p": 0.5}, 422, "top_p is not supported"),
+    ("/v1/completions", b'{"prompt": "\\ud800"}', 422, "prompt is not valid Unicode (a lone surrogate"),
+    ("/generate", b'{"prompt": "a\\udfff"}', 422, "prompt is not valid Unicode"),
+    ("/score", b"[" * 100_000 + b"]" * 100_000, 400, "JSON nested too deeply"),
+    ("/admin/forget", b"[" * 100_000 + b"]" * 100_000, 400, "JSON nested too deeply"),
     ("/admin/forget", {"records": ["x"], "source": "nope"}, 404, "unknown source 'nope'; sources: "),
     ("/admin/forget", {"records": ["x"], "dry_run": "yes"}, 422, "dry_run: Input should be a valid boolean"),
 ]
@@ -255,6 +259,13 @@ def test_bad_input_is_refused_with_a_clear_message(server, path, body, status, m
     raw = body if isinstance(body, bytes) else None
     got, out = server.post(path, None if raw else body, raw=raw, token=TOKEN)
     assert got == status and message in out["detail"], out
+
+
+def test_a_bad_request_fails_alone_not_the_batch_it_arrives_with(server):
+    """A lone surrogate sent beside valid requests: refused in the HTTP process, the others all answered."""
+    bodies = [b'{"prompt": "\\ud800", "max_tokens": 4}'] + [b'{"prompt": "Rain", "max_tokens": 4}'] * 6
+    got = in_parallel(lambda raw: server.post("/v1/completions", None, raw=raw)[0], bodies)
+    assert got == [422] + [200] * 6
 
 
 def test_the_server_still_serves_after_bad_input(server):
