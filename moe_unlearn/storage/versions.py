@@ -36,13 +36,19 @@ def write_file(path: Path, data: bytes) -> str:
     return sha256_bytes(data)
 
 
-def load_tensors(path: Path, expected_sha256: str) -> dict[str, torch.Tensor]:
-    """Read a safetensors file, refusing it unless its sha256 matches the manifest."""
+def checked_bytes(path: Path, expected_sha256: str) -> bytes:
+    """A model file's bytes, refused (UserError) unless the file exists and its sha256 matches the manifest."""
     if not path.is_file():
         raise UserError(f"missing model file {path}: the version is incomplete; retrain or restore it")
     data = path.read_bytes()
     if sha256_bytes(data) != expected_sha256:
         raise UserError(f"corrupt model file {path}: sha256 does not match the manifest")
+    return data
+
+
+def load_tensors(path: Path, expected_sha256: str) -> dict[str, torch.Tensor]:
+    """Read a safetensors file, refusing it unless its sha256 matches the manifest."""
+    data = checked_bytes(path, expected_sha256)
     try:
         return load_safetensors(data)
     except SafetensorError as e:  # only reachable if the manifest itself was forged

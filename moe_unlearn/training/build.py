@@ -30,7 +30,7 @@ from moe_unlearn.storage.builds import (
     unfinished_build,
 )
 from moe_unlearn.storage.registry import BASE, Registry, now
-from moe_unlearn.storage.versions import environment, load_tensors, save_tensors
+from moe_unlearn.storage.versions import checked_bytes, environment, load_tensors, save_tensors
 from moe_unlearn.training.distributed import is_primary
 from moe_unlearn.training.evaluate import evaluate
 from moe_unlearn.training.features import LAYOUT, features_tensors, read_features
@@ -178,12 +178,14 @@ def _make_files(cfg: Config, jobs: list[Job], build: Build, total: int, console:
         if job.path in build.reusable | build.finished:
             src, entry = build.stored(job.path)
             if job.path in build.reusable:
+                checked_bytes(src, entry["sha256"])  # a corrupt file stops the build, naming the served file
                 (build.vdir / job.path).unlink(missing_ok=True)
                 link(src, build.vdir / job.path)
             tensors = load_tensors(build.vdir / job.path, entry["sha256"]) if job.kind != "expert" else None
             if job.kind == "router-features":
                 features.update(read_features(tensors))
-            if job.kind == "expert":
+            if job.kind == "expert":  # loaded when a later job needs it; its bytes are checked now
+                checked_bytes(build.vdir / job.path, entry["sha256"])
                 state[job.expert] = lambda p=build.vdir / job.path, s=entry["sha256"]: load_tensors(p, s)
         else:
             step += 1

@@ -16,6 +16,7 @@ from moe_unlearn import Run, UserError
 from moe_unlearn.rundir import stray_files
 from moe_unlearn.storage.registry import Registry
 from tests.conftest import REPO, TINY, cli
+from tests.unlearning.test_oracle import ids_of
 
 
 @pytest.fixture(scope="module")
@@ -202,3 +203,23 @@ def test_run_directory_is_never_adopted_over_foreign_files(tmp_path):
     with pytest.raises(UserError, match="not empty"):
         Run(tmp_path).train(TINY)
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+def test_a_corrupt_file_of_the_served_version_stops_a_forget_before_the_switch(tiny_copy):
+    """A file the forget would reuse (another expert's) with one byte flipped: the forget fails with one
+    line naming it, the served version stays, and once the file is restored the request resumes."""
+    run = Run(tiny_copy)
+    version = run.info()["manifest"]["version"]
+    corrupt = tiny_copy / "versions" / str(version) / "experts" / "code.safetensors"
+    original = corrupt.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF
+    corrupt.write_bytes(bytes(flipped))
+    record = ids_of(tiny_copy, "weather")[0][0]
+    with pytest.raises(UserError, match=r"corrupt model file .*experts/code\.safetensors"):
+        run.forget(records=[record])
+    assert Run(tiny_copy).info()["manifest"]["version"] == version  # still served
+    corrupt.write_bytes(original)
+    certificate = Run(tiny_copy).forget(records=[record])
+    assert certificate["retrained"]["experts"] == ["weather"]
+    assert Run(tiny_copy).info()["manifest"]["version"] == version + 1
