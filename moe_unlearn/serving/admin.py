@@ -158,10 +158,14 @@ def add_routes(app: FastAPI, run_dir: Path, token: str | None) -> None:
 
     @admin.post("/forget", status_code=202)
     async def forget(body: ForgetBody) -> JSONResponse:
+        if bool(body.records) == (body.match is not None):  # checked here: a job process takes seconds to start
+            return _error(400, "name the records to forget with exactly one of records or match")
         return await jobs.start("forget", body.model_dump())
 
     @admin.post("/drop", status_code=202)
     async def drop(body: DropBody) -> JSONResponse:
+        if (body.source is None) == (body.expert is None):
+            return _error(400, "name exactly one of source or expert to drop")
         return await jobs.start("drop", body.model_dump())
 
     @admin.get("/requests/{request_id}")

@@ -18,6 +18,7 @@ from pathlib import Path
 import litserve as ls
 
 from moe_unlearn.errors import UserError
+from moe_unlearn.models.loading import load_version
 from moe_unlearn.rundir import exists, read_current
 from moe_unlearn.serving.admin import add_routes
 from moe_unlearn.serving.api import CompletionsAPI, GenerateAPI, GenerateStreamAPI, ScoreAPI
@@ -59,8 +60,10 @@ def build_server(run_dir: str | Path, settings: ServeSettings | None = None) -> 
     run_dir = Path(run_dir).resolve()
     if not exists(run_dir):
         raise UserError(f"no run directory at {run_dir}")
-    if read_current(run_dir) is None:
+    current = read_current(run_dir)
+    if current is None:
         raise UserError(f"no trained model in {run_dir}: run `moe-unlearn train` first")
+    load_version(run_dir, current)  # a corrupt or incomplete version: one line here, not a traceback per worker
     threads = settings.threads or max(1, (os.cpu_count() or 1) // (MODEL_ROUTES * settings.workers))
 
     def batching() -> dict:  # set on each LitAPI; each gets its own loop object

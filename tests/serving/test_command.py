@@ -4,6 +4,7 @@ import socket
 
 from typer.testing import CliRunner
 
+from moe_unlearn.rundir import read_current, version_dir
 from moe_unlearn.serving.command import app
 
 
@@ -33,3 +34,13 @@ def test_bad_host_port_and_token_file(tiny_run_dir, tmp_path):
     (tmp_path / "token").write_text("short")
     result = invoke("--run-dir", tiny_run_dir, "--admin-token-file", tmp_path / "token")
     assert result.exit_code == 2 and "at least 16 characters" in result.stderr
+
+
+def test_a_corrupt_version_stops_serve_with_one_line(tiny_copy):
+    damaged = next((version_dir(tiny_copy, read_current(tiny_copy)) / "experts").glob("*.safetensors"))
+    data = bytearray(damaged.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    result = invoke("--run-dir", tiny_copy)
+    assert result.exit_code == 2 and "corrupt model file" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

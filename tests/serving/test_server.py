@@ -250,6 +250,9 @@ BAD = [
     ("/score", b"[" * 100_000 + b"]" * 100_000, 400, "JSON nested too deeply"),
     ("/admin/forget", b"[" * 100_000 + b"]" * 100_000, 400, "JSON nested too deeply"),
     ("/admin/forget", {"records": ["x"], "source": "nope"}, 404, "unknown source 'nope'; sources: "),
+    ("/admin/forget", {}, 400, "exactly one of records or match"),
+    ("/admin/forget", {"records": ["x"], "match": "y"}, 400, "exactly one of records or match"),
+    ("/admin/drop", {}, 400, "exactly one of source or expert"),
     ("/admin/forget", {"records": ["x"], "dry_run": "yes"}, 422, "dry_run: Input should be a valid boolean"),
 ]
 
