@@ -97,10 +97,11 @@ class TrainingBar(RichProgressBar):
     """Lightning's rich progress bar, moved on every `every`-th training batch and at the end of an epoch
     or of `max_steps`. On every batch it cost ~5% of a default expert's 25 ms step on 2 CPU cores
     (bench/train_overhead.py), more than the rest of Lightning; the metrics it shows change only on the
-    steps the logger writes, every `log_every_n_steps`."""
+    steps the logger writes, every `log_every_n_steps`. It draws on stderr, as progress should: stdout
+    carries results (`--json`: one JSON document and nothing else)."""
 
     def __init__(self, every: int):
-        super().__init__(leave=True)
+        super().__init__(leave=True, console_kwargs={"stderr": True})
         self.every = max(1, every)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:

@@ -197,3 +197,12 @@ def test_forget_with_audit_before_any_training_is_refused_and_loses_nothing(tmp_
     assert result.returncode == 2 and "nothing to audit: no trained model" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
     assert Run(run_dir).info()["records"] == before and Run(run_dir).requests() == []
+
+
+def test_json_output_is_one_document_with_progress_bars_on(tmp_path):
+    """Lightning's progress bars draw on stderr: with --json, stdout parses whatever the config says."""
+    run_dir = tmp_path / "run"
+    result = cli("train", "--config", TINY, "trainer.progress_bar=true", "--json", "--run-dir", run_dir, process=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["version"] == 1
+    assert "Epoch" in result.stderr  # the bars were drawn, on stderr
