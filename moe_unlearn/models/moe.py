@@ -153,12 +153,39 @@ class MixtureOfExperts(nn.Module):
         return mixed, weights
 
     def _posterior_targets(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Posterior rule: (log p of each target byte under the mixture (N, T), weights (N, T, C))."""
+        """Posterior rule: (log p of each target byte under the mixture (N, T), weights (N, T, C)). With
+        pruning, every candidate runs on the chunk's first `prune_after` bytes, and on the whole chunk only
+        in the rows where it is still live at byte `prune_after` (a dropped candidate stays dropped to the
+        chunk's end): serving costs about `keep` candidates a byte, not all of them (K = 16: 17)."""
+        m, P = self.mixing, self.mixing.prune_after
         safe = targets.clamp(min=0)[..., None]
-        per_candidate, base_hidden = self._candidate_log_probs(inputs)
-        log_lik = torch.stack([lp.gather(-1, safe)[..., 0] for lp in per_candidate], dim=-1)  # (N, T, C)
-        prior = self._log_prior(self.router_logits(inputs, base_hidden))
-        log_w, _ = rules.posterior_log_weights(log_lik, prior, self.mixing)
+        if m.threshold <= 0 or m.keep >= len(self.candidates) or inputs.shape[1] <= P + 1:
+            per_candidate, base_hidden = self._candidate_log_probs(inputs)
+            log_lik = torch.stack([lp.gather(-1, safe)[..., 0] for lp in per_candidate], dim=-1)  # (N, T, C)
+            prior = self._log_prior(self.router_logits(inputs, base_hidden))
+            log_w, _ = rules.posterior_log_weights(log_lik, prior, m)
+            return rules.mix(log_w, log_lik), log_w.exp()
+        base_hidden = self.base.hidden(inputs) if isinstance(self.router, FeatureRouter) else None
+        prior = self._log_prior(self.router_logits(inputs, base_hidden))  # (N, T, C)
+
+        def target_log_p(model: ByteTransformer, rows: torch.Tensor | slice, positions: slice) -> torch.Tensor:
+            if model is self.base and base_hidden is not None:  # already run in full, for the router
+                hidden = base_hidden[rows, positions]
+            else:
+                hidden = model.hidden(inputs[rows, : positions.stop])[:, positions]
+            return model.logits(hidden).float().log_softmax(-1).gather(-1, safe[rows, positions])[..., 0]
+
+        head, rest = slice(0, P), slice(P, inputs.shape[1])
+        log_lik = torch.zeros(*targets.shape, len(self.candidates))  # values of dropped candidates: never read
+        for c, model in enumerate(self.candidates):
+            log_lik[:, head, c] = target_log_p(model, slice(None), head)
+        _, (evidence, live, _) = rules.posterior_log_weights(log_lik[:, head], prior[:, head], m)
+        _, live = rules.step_log_weights(prior[:, P], evidence, live, True, m)  # who is left from byte P on
+        for c, model in enumerate(self.candidates):
+            rows = live[:, c].nonzero()[:, 0]
+            if len(rows):
+                log_lik[rows, rest, c] = target_log_p(model, rows, rest)
+        log_w, _ = rules.posterior_log_weights(log_lik, prior, m)  # the same pruning, now on every byte
         return rules.mix(log_w, log_lik), log_w.exp()
 
     def _score_summary(self, nats: float, weight_sum: torch.Tensor, n: int) -> dict:

@@ -2,6 +2,7 @@
 that sum to one, pruning that keeps the most probable candidate, and every scoring path agreeing."""
 
 import math
+from dataclasses import replace
 
 import pytest
 import torch
@@ -240,3 +241,20 @@ def test_saved_configs_from_before_prior_temperature_keep_the_router_prior_as_tr
     assert old != text
     assert config_from_yaml(old).model.mixing.prior_temperature == 1.0
     assert config_from_yaml(text).model.mixing.prior_temperature == 4.0
+
+
+def test_score_batch_runs_a_dropped_candidate_on_the_first_bytes_only() -> None:
+    """Under pruning, a candidate runs on a chunk's first prune_after bytes, and on the rest only in the
+    rows where it is still live there: serving costs about `keep` candidates, and scores do not change."""
+    moe = posterior_moe(replace(POSTERIOR, keep=1, threshold=0.3))
+    calls: list[tuple[int, int]] = []  # (rows, bytes) of every candidate pass
+    for model in moe.candidates:
+        run = model.hidden
+        model.hidden = lambda inputs, run=run: calls.append(tuple(inputs.shape)) or run(inputs)
+    texts = [random_bytes(30, seed=s) for s in range(6)]  # one chunk each (block_size 32)
+    batched = moe.score_batch(texts, max_rows=6)
+    full = [c for c in calls if c[1] == 30]  # BOS + the first 29 bytes predict the 30
+    assert all(c == (6, POSTERIOR.prune_after) for c in calls if c not in full)  # every candidate: the first bytes
+    assert sum(rows for rows, _ in full) < 6 * len(moe.candidates)  # not every candidate in every row
+    for alone, got in zip([moe.score(t) for t in texts], batched, strict=True):  # `score` runs every candidate
+        assert got["bits_per_byte"] == pytest.approx(alone["bits_per_byte"], rel=1e-5)
