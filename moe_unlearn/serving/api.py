@@ -31,7 +31,9 @@ from fastapi import HTTPException
 from moe_unlearn.errors import UserError
 from moe_unlearn.models.loading import CurrentModel
 from moe_unlearn.models.moe import MixtureOfExperts
+from moe_unlearn.rundir import CONFIG_FILE, read_current, read_manifest, version_dir
 from moe_unlearn.serving.schemas import CompletionRequest, GenerateRequest, ScoreRequest
+from moe_unlearn.storage.versions import checked_bytes, sha256_bytes
 
 
 class ServedModel:
@@ -47,6 +49,42 @@ class ServedModel:
         except UserError as e:  # never fall back to an older version: the pointer is the truth
             raise HTTPException(503, f"no model to serve: {e}") from None
         return model, manifest["version"]
+
+
+class VersionHealth:
+    """Whether the version `current` names would load: its config's and every model file's sha256 against
+    its manifest. Re-checked only when the pointer or a file's size or modification time changes, since a
+    load balancer polls /health often."""
+
+    def __init__(self, run_dir: Path):
+        self.run_dir = run_dir
+        self._seen: tuple[tuple | None, bool] = (None, False)
+
+    def ok(self) -> bool:
+        try:
+            n = read_current(self.run_dir)
+            if n is None:
+                return False
+            vdir = version_dir(self.run_dir, n)
+            manifest = read_manifest(vdir)
+            paths = [vdir / CONFIG_FILE, *(vdir / p for p in manifest["files"])]
+            key = (n, tuple((s.st_size, s.st_mtime_ns) for s in map(Path.stat, paths)))
+        except (OSError, UserError, KeyError, TypeError):
+            return False
+        if key != self._seen[0]:
+            self._seen = (key, self._verify(vdir, manifest))
+        return self._seen[1]
+
+    @staticmethod
+    def _verify(vdir: Path, manifest: dict) -> bool:
+        try:
+            if sha256_bytes((vdir / CONFIG_FILE).read_bytes()) != manifest["config_file_sha256"]:
+                return False
+            for path, entry in manifest["files"].items():
+                checked_bytes(vdir / path, entry["sha256"])
+        except (OSError, UserError, KeyError):
+            return False
+        return True
 
 
 def batched(api: ls.LitAPI, x, fn: Callable[[list], list]):
@@ -66,11 +104,17 @@ class ModelAPI(ls.LitAPI):
     def __init__(self, run_dir: Path, *, threads: int = 1, **kwargs):
         super().__init__(**kwargs)
         self.run_dir, self.threads = Path(run_dir), threads
+        self.version_health = VersionHealth(self.run_dir)
 
     def setup(self, device):
         torch.set_num_threads(self.threads)
         self.served = ServedModel(self.run_dir)
         self.served.get()  # load now: a worker is ready only with a model in memory
+
+    def health(self) -> bool:
+        """LitServe's /health asks every route, in the HTTP process: 503 unless the served version loads
+        (a corrupt file would answer every model request 503 while LitServe's own check said "ok")."""
+        return self.version_health.ok()
 
 
 class GenerateAPI(ModelAPI):

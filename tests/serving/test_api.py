@@ -8,7 +8,7 @@ import pytest
 from fastapi import HTTPException
 
 from moe_unlearn import Run
-from moe_unlearn.rundir import switch_current
+from moe_unlearn.rundir import read_current, switch_current, version_dir
 from moe_unlearn.serving.api import CompletionsAPI, GenerateAPI, GenerateStreamAPI, ScoreAPI, ServedModel
 from moe_unlearn.serving.schemas import CompletionRequest, GenerateRequest, ScoreRequest
 
@@ -109,3 +109,19 @@ def test_served_model_follows_the_pointer_and_never_falls_back(tiny_run_dir, tmp
     assert refused.value.status_code == 503 and "no model to serve" in refused.value.detail
     switch_current(run_dir, 1)
     assert served.get()[1] == 1
+
+
+def test_health_says_whether_the_served_version_loads(tiny_copy):
+    """/health (LitServe asks every route's `health`): false while a file of the served version is corrupt."""
+    api = ScoreAPI(tiny_copy)
+    assert api.health()
+    damaged = next((version_dir(tiny_copy, read_current(tiny_copy)) / "experts").glob("*.safetensors"))
+    original = damaged.read_bytes()
+    flipped = bytearray(original)
+    flipped[len(flipped) // 2] ^= 0xFF
+    damaged.write_bytes(bytes(flipped))
+    assert not api.health()
+    damaged.write_bytes(original)
+    assert api.health()
+    (tiny_copy / "current").unlink()
+    assert not api.health()
