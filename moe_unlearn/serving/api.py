@@ -47,7 +47,11 @@ class ServedModel:
         try:
             model, manifest = self.current.get()
         except UserError as e:  # never fall back to an older version: the pointer is the truth
-            raise HTTPException(503, f"no model to serve: {e}") from None
+            # clients learn what is wrong, not where the server keeps its files
+            detail = (
+                str(e).replace(f"{self.current.run_dir}/", "").replace(str(self.current.run_dir), "the run directory")
+            )
+            raise HTTPException(503, f"no model to serve: {detail}") from None
         return model, manifest["version"]
 
 

@@ -107,6 +107,7 @@ def test_served_model_follows_the_pointer_and_never_falls_back(tiny_run_dir, tmp
     with pytest.raises(HTTPException) as refused:
         served.get()
     assert refused.value.status_code == 503 and "no model to serve" in refused.value.detail
+    assert str(tmp_path) not in refused.value.detail  # no server paths in what clients see
     switch_current(run_dir, 1)
     assert served.get()[1] == 1
 
