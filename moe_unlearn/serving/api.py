@@ -4,7 +4,7 @@ checked request (see schemas.py) into a response that names the version that com
     POST /generate           text, expert weights, version          batched (a list per `predict`)
     POST /generate/stream    the same, one JSON line per piece       one request at a time
     POST /score              bits per byte, expert weights, version  batched: one padded pass
-    POST /v1/completions     OpenAI's completions API (`openai` client: `client.completions.create`)
+    POST /v1/completions and /v1/chat/completions: OpenAI's APIs, in openai_api.py
 
 Hot swap: a worker holds the version named by `current` in memory (`ServedModel`) and reads the pointer
 at the start of every batch, in `predict`; when a forget or drop has switched it, the worker loads the
@@ -19,8 +19,6 @@ bits, and so now and then a sampled byte, where a seed must give the same text w
 """
 
 import codecs
-import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -32,7 +30,7 @@ from moe_unlearn.errors import UserError
 from moe_unlearn.models.loading import CurrentModel
 from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.rundir import CONFIG_FILE, read_current, read_manifest, version_dir
-from moe_unlearn.serving.schemas import CompletionRequest, GenerateRequest, ScoreRequest
+from moe_unlearn.serving.schemas import GenerateRequest, ScoreRequest
 from moe_unlearn.storage.versions import checked_bytes, sha256_bytes
 
 
@@ -196,51 +194,6 @@ class ScoreAPI(ModelAPI):
             }
             for r in model.score_batch(texts)
         ]
-
-    def encode_response(self, output):
-        return output
-
-
-class CompletionsAPI(ModelAPI):
-    """OpenAI's legacy completions API over the byte model: `max_tokens` counts bytes, `stop` ends the text
-    at the first stop string. The response also carries `version` and the expert weights, and names the
-    version in `system_fingerprint`."""
-
-    def decode_request(self, request: CompletionRequest):
-        return request
-
-    def predict(self, x):
-        return batched(self, x, self._complete)
-
-    def _complete(self, requests: list[CompletionRequest]) -> list[dict]:
-        model, version = self.served.get()
-        out = []
-        for r in requests:
-            prompt = r.prompt.encode("utf-8")
-            new, weights = model.generate(prompt, r.max_tokens, r.temperature, r.top_k, r.seed)
-            text, finish = new.decode("utf-8", errors="replace"), "length"
-            cut = min((i for i in (text.find(s) for s in r.stop) if i >= 0), default=-1)
-            if cut >= 0:
-                text, finish = text[:cut], "stop"
-            out.append(
-                {
-                    "id": f"cmpl-{uuid.uuid4().hex}",
-                    "object": "text_completion",
-                    "created": int(time.time()),
-                    "model": r.model,
-                    "system_fingerprint": f"moe-unlearn-v{version}",
-                    "choices": [{"index": 0, "text": text, "logprobs": None, "finish_reason": finish}],
-                    "usage": {
-                        "prompt_tokens": len(prompt),
-                        "completion_tokens": len(new),
-                        "total_tokens": len(prompt) + len(new),
-                    },
-                    **rounded(weights),
-                    "mixing": model.settings,
-                    "version": version,
-                }
-            )
-        return out
 
     def encode_response(self, output):
         return output

@@ -28,10 +28,11 @@ class Limits:
 class Checked:
     """What `RequestLimits` checks on one route: the text field and its limit, the output-length field."""
 
-    text_field: str
+    text_field: str  # a string, a list of one string, or (chat) a list of messages with "content"
     max_text_bytes: int
     output_field: str | None = None
     max_output: int = 0
+    streams: bool = False  # a body with "stream": true goes to the route's streaming twin (openai_api.py)
 
 
 class RequestLimits:
@@ -54,13 +55,18 @@ class RequestLimits:
             if len(received) > self.max_body_bytes:
                 return await _refuse(scope, send, 413, f"request body is over {self.max_body_bytes:,} bytes")
         body = bytes(received)
-        problem = check_body(body, self.checked.get(scope["path"]))
+        rule = self.checked.get(scope["path"])
+        problem = check_body(body, rule)
         if problem is not None:
             return await _refuse(scope, send, *problem)
 
         # Every POST route takes JSON: read the body as JSON whatever its Content-Type (`curl -d` says form).
         headers = [(k, v) for k, v in scope["headers"] if k != b"content-type"]
         scope = {**scope, "headers": [*headers, (b"content-type", b"application/json")]}
+        if rule is not None and rule.streams and wants_stream(body):
+            path = scope["path"] + STREAM_SUFFIX
+            scope = {**scope, "path": path, "raw_path": path.encode()}
+            send = event_stream(send)
         replayed = False
 
         async def replay():
@@ -71,6 +77,42 @@ class RequestLimits:
             return await receive()
 
         await self.app(scope, replay, send)
+
+
+STREAM_SUFFIX = "/stream"  # an OpenAI route's streaming twin (serving/openai_api.py)
+
+
+def wants_stream(body: bytes) -> bool:
+    """Whether an OpenAI request asks for server-sent events ("stream": true)."""
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("stream") is True
+
+
+def event_stream(send):
+    """`send` that labels a successful response as server-sent events (LitServe's streams say text/plain)."""
+
+    async def labelled(message):
+        if message["type"] == "http.response.start" and message["status"] == 200:
+            headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"content-type"]
+            message = {**message, "headers": [*headers, (b"content-type", b"text/event-stream; charset=utf-8")]}
+        await send(message)
+
+    return labelled
+
+
+def texts_of(value) -> list[str] | None:
+    """The strings a checked field holds: a string, a list of one string (OpenAI prompts), or the contents
+    of a list of chat messages; None for anything else (FastAPI then names the type error)."""
+    if isinstance(value, str):
+        return [value]
+    if isinstance(value, list) and len(value) == 1 and isinstance(value[0], str):
+        return value
+    if isinstance(value, list) and all(isinstance(m, dict) for m in value):
+        return [m["content"] for m in value if isinstance(m.get("content"), str)]
+    return None
 
 
 def check_body(body: bytes, rule: Checked | None) -> tuple[int, str] | None:
@@ -89,15 +131,14 @@ def check_body(body: bytes, rule: Checked | None) -> tuple[int, str] | None:
         return 400, "request body is JSON nested too deeply"
     if rule is None or not isinstance(data, dict):
         return None
-    text = data.get(rule.text_field)
-    if isinstance(text, list) and len(text) == 1:  # OpenAI prompts may come as a list of one string
-        text = text[0]
-    if isinstance(text, str):
-        try:  # a JSON escape can carry a lone surrogate (\ud800), which no UTF-8 encoder takes
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            return 422, f"{rule.text_field} is not valid Unicode (a lone surrogate at character {e.start})"
-        size = len(text.encode("utf-8"))
+    texts = texts_of(data.get(rule.text_field))
+    if texts is not None:
+        for text in texts:
+            try:  # a JSON escape can carry a lone surrogate (\ud800), which no UTF-8 encoder takes
+                text.encode("utf-8")
+            except UnicodeEncodeError as e:
+                return 422, f"{rule.text_field} is not valid Unicode (a lone surrogate at character {e.start})"
+        size = sum(len(text.encode("utf-8")) for text in texts)
         if size > rule.max_text_bytes:
             return 413, f"{rule.text_field} is {size:,} bytes; this server takes at most {rule.max_text_bytes:,}"
     wanted = data.get(rule.output_field) if rule.output_field else None

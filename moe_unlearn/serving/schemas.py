@@ -34,12 +34,12 @@ class ScoreRequest(BaseModel):
     text: str = Field(min_length=1, description="Text to score (UTF-8, not empty).")
 
 
-class CompletionRequest(BaseModel):
-    """POST /v1/completions, OpenAI's legacy completions API. Tokens are bytes: `max_tokens` counts bytes."""
+class Sampling(BaseModel):
+    """What OpenAI's completions and chat APIs share. Tokens are bytes: `max_tokens` counts bytes. Unknown
+    fields are ignored, as OpenAI clients expect; `stream` answers with server-sent events."""
 
     model_config = ConfigDict(extra="ignore", strict=True)
     model: str = "moe-unlearn"
-    prompt: str | list[str] = Field(description="A string (or a list holding one string).")
     max_tokens: int = Field(default=16, ge=0)
     temperature: float = Field(default=1.0, ge=0.0, le=100.0, allow_inf_nan=False)
     top_p: float = 1.0
@@ -48,17 +48,6 @@ class CompletionRequest(BaseModel):
     stream: bool = False
     stop: str | list[str] | None = Field(default=None, validate_default=True)  # a list after validation
     seed: int = SEED
-
-    @field_validator("prompt")
-    @classmethod
-    def _one_prompt(cls, v: str | list[str]) -> str:
-        if isinstance(v, list):
-            if len(v) != 1:
-                raise ValueError("give one prompt per request (a string, or a list of one string)")
-            v = v[0]
-        if not v:
-            raise ValueError("prompt must not be empty")
-        return v
 
     @field_validator("stop")
     @classmethod
@@ -75,19 +64,51 @@ class CompletionRequest(BaseModel):
             raise ValueError("only n=1 is supported: send one request per completion")
         return v
 
-    @field_validator("stream")
-    @classmethod
-    def _no_stream(cls, v: bool) -> bool:
-        if v:
-            raise ValueError("streaming is not offered on /v1/completions: use POST /generate/stream")
-        return v
-
     @field_validator("top_p")
     @classmethod
     def _no_top_p(cls, v: float) -> float:
         if v != 1.0:
             raise ValueError("top_p is not supported (nucleus sampling): use top_k")
         return v
+
+
+class CompletionRequest(Sampling):
+    """POST /v1/completions, OpenAI's legacy completions API."""
+
+    prompt: str | list[str] = Field(description="A string (or a list holding one string).")
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, v: str | list[str]) -> str:
+        if isinstance(v, list):
+            if len(v) != 1:
+                raise ValueError("give one prompt per request (a string, or a list of one string)")
+            v = v[0]
+        if not v:
+            raise ValueError("prompt must not be empty")
+        return v
+
+
+ROLES = ("system", "developer", "user", "assistant")
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="ignore", strict=True)
+    role: str
+    content: str
+
+    @field_validator("role")
+    @classmethod
+    def _known_role(cls, v: str) -> str:
+        if v not in ROLES:
+            raise ValueError(f"unknown role {v!r}: use one of {', '.join(ROLES)}")
+        return v
+
+
+class ChatRequest(Sampling):
+    """POST /v1/chat/completions: the messages become one byte prompt (serving/openai.py, `chat_prompt`)."""
+
+    messages: list[ChatMessage] = Field(min_length=1, description="The conversation so far (not empty).")
 
 
 class ForgetBody(BaseModel):

@@ -3,16 +3,17 @@
     server = build_server("checkpoints/default", ServeSettings(max_batch_size=8))
     serve_forever(server, host="127.0.0.1", port=8000)
 
-Four model routes (api.py), each its own LitServe worker process(es) holding the served version;
-LitServe's /health (200 once every worker has loaded the model) and /info; GET /experts and the /admin
-routes (admin.py) on the same FastAPI app. Requests are checked in the HTTP process (schemas.py,
+Seven model routes (api.py; openai_api.py: the OpenAI routes and their streaming twins), each its own
+LitServe worker process(es) holding the served version; LitServe's /health (200 once every worker has
+loaded the model and the served version checks against its manifest) and /info; GET /experts and the
+/admin routes (admin.py) on the same FastAPI app. Requests are checked in the HTTP process (schemas.py,
 limits.py) before they are queued for a worker.
 """
 
 import os
 import signal
 import socket
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import litserve as ls
@@ -21,12 +22,14 @@ from moe_unlearn.errors import UserError
 from moe_unlearn.models.loading import load_version
 from moe_unlearn.rundir import exists, read_current
 from moe_unlearn.serving.admin import add_routes
-from moe_unlearn.serving.api import CompletionsAPI, GenerateAPI, GenerateStreamAPI, ScoreAPI
-from moe_unlearn.serving.limits import Checked, Limits, RequestLimits, add_error_handlers
+from moe_unlearn.serving.api import GenerateAPI, GenerateStreamAPI, ScoreAPI
+from moe_unlearn.serving.limits import STREAM_SUFFIX, Checked, Limits, RequestLimits, add_error_handlers
 from moe_unlearn.serving.loop import WaitingBatchedLoop
+from moe_unlearn.serving.openai_api import ChatAPI, ChatStreamAPI, CompletionsAPI, CompletionsStreamAPI
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe listens on
-MODEL_ROUTES = 4  # /generate, /generate/stream, /score, /v1/completions: one worker process each (x workers)
+OPENAI = ("/v1/completions", "/v1/chat/completions")
+MODEL_ROUTES = 7  # /generate, /score, the two OpenAI routes, and each one's streaming twin: a worker process each
 
 
 @dataclass(frozen=True)
@@ -75,6 +78,9 @@ def build_server(run_dir: str | Path, settings: ServeSettings | None = None) -> 
         GenerateStreamAPI(run_dir, api_path="/generate/stream", threads=threads),
         ScoreAPI(run_dir, api_path="/score", threads=threads, **batching()),
         CompletionsAPI(run_dir, api_path="/v1/completions", threads=threads, **batching()),
+        CompletionsStreamAPI(run_dir, api_path="/v1/completions" + STREAM_SUFFIX, threads=threads),
+        ChatAPI(run_dir, api_path="/v1/chat/completions", threads=threads, **batching()),
+        ChatStreamAPI(run_dir, api_path="/v1/chat/completions" + STREAM_SUFFIX, threads=threads),
     ]
     lim = settings.limits
     prompt = Checked("prompt", lim.max_prompt_bytes, "max_new_bytes", lim.max_new_bytes)
@@ -82,8 +88,12 @@ def build_server(run_dir: str | Path, settings: ServeSettings | None = None) -> 
         "/generate": prompt,
         "/generate/stream": prompt,
         "/score": Checked("text", lim.max_text_bytes),
-        "/v1/completions": Checked("prompt", lim.max_prompt_bytes, "max_tokens", lim.max_new_bytes),
+        "/v1/completions": Checked("prompt", lim.max_prompt_bytes, "max_tokens", lim.max_new_bytes, streams=True),
+        "/v1/chat/completions": Checked(
+            "messages", lim.max_prompt_bytes, "max_tokens", lim.max_new_bytes, streams=True
+        ),
     }
+    checked |= {path + STREAM_SUFFIX: replace(checked[path], streams=False) for path in OPENAI}
     server = ls.LitServer(
         apis,
         accelerator="cpu",  # the model's tensors are made on the CPU

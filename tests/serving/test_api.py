@@ -9,7 +9,8 @@ from fastapi import HTTPException
 
 from moe_unlearn import Run
 from moe_unlearn.rundir import read_current, switch_current, version_dir
-from moe_unlearn.serving.api import CompletionsAPI, GenerateAPI, GenerateStreamAPI, ScoreAPI, ServedModel
+from moe_unlearn.serving.api import GenerateAPI, GenerateStreamAPI, ScoreAPI, ServedModel
+from moe_unlearn.serving.openai_api import CompletionsAPI
 from moe_unlearn.serving.schemas import CompletionRequest, GenerateRequest, ScoreRequest
 
 TEXTS = ["Rain later in Porto.", "Preheat the oven to 200 C and", "x", "The Licensee shall pay all fees " * 5]

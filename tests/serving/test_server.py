@@ -220,6 +220,52 @@ def test_the_openai_client_calls_the_completions_route(server):
         client.completions.create(model="m", prompt="x", n=2)
 
 
+def test_the_openai_client_streams_completions_with_the_same_text(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.url + "/v1", api_key="not-needed", max_retries=0, timeout=60)
+    args = {"model": "m", "prompt": "Rain later in", "max_tokens": 40, "temperature": 0.8, "seed": 5}
+    whole = client.completions.create(**args)
+    chunks = list(client.completions.create(**args, stream=True))
+    assert "".join(c.choices[0].text for c in chunks) == whole.choices[0].text
+    assert len(chunks) > 2 and chunks[-1].choices[0].finish_reason == whole.choices[0].finish_reason == "length"
+    assert all(c.system_fingerprint == "moe-unlearn-v1" for c in chunks)
+    stopped = list(
+        client.completions.create(model="m", prompt=PREFIX, max_tokens=6, temperature=0, stop=[SECRET[3:]], stream=True)
+    )
+    assert "".join(c.choices[0].text for c in stopped) == SECRET[:3] and stopped[-1].choices[0].finish_reason == "stop"
+    raw = urllib.request.Request(server.url + "/v1/completions", json.dumps({**args, "stream": True}).encode())
+    with urllib.request.urlopen(raw, timeout=60) as r:
+        assert r.headers["content-type"].startswith("text/event-stream")
+        assert r.read().decode().endswith("data: [DONE]\n\n")
+
+
+def test_the_openai_client_chats_with_and_without_streaming(server):
+    from openai import OpenAI, UnprocessableEntityError
+
+    from moe_unlearn.serving.openai_api import chat_prompt
+    from moe_unlearn.serving.schemas import ChatMessage
+
+    client = OpenAI(base_url=server.url + "/v1", api_key="not-needed", max_retries=0, timeout=60)
+    messages = [{"role": "system", "content": "Weather desk."}, {"role": "user", "content": "Forecast for Porto?"}]
+    args = {"model": "m", "messages": messages, "max_tokens": 60, "temperature": 0.7, "seed": 3}
+    reply = client.chat.completions.create(**args)
+    assert reply.object == "chat.completion" and reply.choices[0].message.role == "assistant"
+    assert reply.version == 1 and reply.usage.completion_tokens <= 60
+    chunks = list(client.chat.completions.create(**args, stream=True))
+    assert "".join(c.choices[0].delta.content or "" for c in chunks) == reply.choices[0].message.content
+    assert chunks[-1].choices[0].finish_reason == reply.choices[0].finish_reason
+    # the documented template: the same bytes as a completion of the rendered prompt, cut at the next user turn
+    prompt = chat_prompt([ChatMessage(**m) for m in messages])
+    assert prompt == "System: Weather desk.\nUser: Forecast for Porto?\nAssistant:"
+    plain = client.completions.create(
+        model="m", prompt=prompt, max_tokens=60, temperature=0.7, seed=3, stop=["\nUser:"]
+    )
+    assert plain.choices[0].text == reply.choices[0].message.content
+    with pytest.raises(UnprocessableEntityError, match="unknown role 'tool'"):
+        client.chat.completions.create(model="m", messages=[{"role": "tool", "content": "x"}])
+
+
 # --- bad input: 4xx with one clear line, and the server keeps serving -----------------------------
 
 BAD = [
@@ -241,7 +287,18 @@ BAD = [
     ("/score", {"text": ""}, 422, "text: String should have at least 1 character"),
     ("/score", {"text": "x" * 1001}, 413, "text is 1,001 bytes"),
     ("/score", {"txt": "x"}, 422, "missing field text; unknown field txt"),
-    ("/v1/completions", {"prompt": "x", "stream": True}, 422, "use POST /generate/stream"),
+    ("/v1/chat/completions", {"messages": []}, 422, "messages: List should have at least 1 item"),
+    ("/v1/chat/completions", {"messages": [{"role": "robot", "content": "hi"}]}, 422, "unknown role 'robot'"),
+    ("/v1/chat/completions", {"messages": [{"role": "user"}]}, 422, "missing field messages.0.content"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x" * 201}]}, 413, "messages is 201 bytes"),
+    ("/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": -1}, 422, "max_tokens"),
+    (
+        "/v1/chat/completions",
+        {"messages": [{"role": "user", "content": "x"}], "max_tokens": 10**6},
+        422,
+        "max_tokens is",
+    ),
+    ("/v1/completions", {"prompt": "x", "stream": True, "max_tokens": 500}, 422, "max_tokens is 500"),
     ("/v1/completions", {"prompt": "x", "max_tokens": 500}, 422, "max_tokens is 500"),
     ("/v1/completions", {"prompt": ["a", "b"]}, 422, "one prompt per request"),
     ("/v1/completions", {"prompt": "x", "top_p": 0.5}, 422, "top_p is not supported"),

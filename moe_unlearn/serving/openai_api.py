@@ -1,0 +1,202 @@
+"""OpenAI's completions and chat APIs over the byte model, as the official `openai` client drives them.
+
+    POST /v1/completions        client.completions.create(...)          batched
+    POST /v1/chat/completions   client.chat.completions.create(...)     batched
+    ... with "stream": true     server-sent events, one chunk per piece of text, then "data: [DONE]"
+
+A streamed request is routed by `limits.RequestLimits` (it reads the body anyway) to the route's
+streaming twin (the same path + STREAM_SUFFIX), a LitAPI with streaming on: LitServe cannot stream and
+batch on one route. Tokens are bytes (`max_tokens` counts bytes, `usage` counts bytes); a piece of a
+stream is the text decoded so far (a multi-byte character goes out once complete). Every answer names
+the version that computed it (`system_fingerprint` "moe-unlearn-v<n>", and `version`) and the mixing
+rule (`mixing`), as every model route does.
+
+The chat template (documented in the README) renders each message as "<Role>: <content>\\n" (roles
+System, Developer, User, Assistant) and ends with "Assistant:", so the model continues the assistant's
+turn; the reply stops at the first "\\nUser:" (the model starting the user's next turn) or at one of
+the request's own `stop` strings, and its leading space is kept as generated.
+"""
+
+import codecs
+import json
+import time
+import uuid
+from collections.abc import Iterator
+
+import torch
+
+from moe_unlearn.errors import utf8
+from moe_unlearn.serving.api import ModelAPI, batched, rounded
+from moe_unlearn.serving.schemas import ChatMessage, ChatRequest, CompletionRequest, Sampling
+
+TURN_END = "\nUser:"  # a chat reply ends where the model starts the user's next turn
+
+
+def chat_prompt(messages: list[ChatMessage]) -> str:
+    """The byte prompt of a conversation: "<Role>: <content>" lines, then "Assistant:"."""
+    return "".join(f"{m.role.capitalize()}: {m.content}\n" for m in messages) + "Assistant:"
+
+
+class StopScanner:
+    """Text as it is generated, cut at the first stop string: `feed` returns what can be sent now (held
+    back: a tail that may be the start of a stop string) and whether a stop string was reached."""
+
+    def __init__(self, stops: list[str]):
+        self.stops, self.held, self.stopped = stops, "", False
+
+    def feed(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        self.held += text
+        cut = min((i for i in (self.held.find(s) for s in self.stops) if i >= 0), default=-1)
+        if cut >= 0:
+            out, self.held, self.stopped = self.held[:cut], "", True
+            return out
+        keep = max((len(s) - 1 for s in self.stops), default=0)
+        safe = len(self.held) - keep
+        # a stop string cannot start before `safe`: send up to there
+        out, self.held = self.held[: max(safe, 0)], self.held[max(safe, 0) :]
+        return out
+
+    def flush(self) -> str:
+        out, self.held = ("" if self.stopped else self.held), ""
+        return out
+
+
+class OpenAIRoute(ModelAPI):
+    """What the four OpenAI LitAPIs share: the prompt and stop strings of a request, and the envelope.
+    (Each subclass's `decode_request` annotation tells LitServe which body to parse.)"""
+
+    kind = "text_completion"
+
+    def prompt_and_stops(self, r: Sampling) -> tuple[str, list[str]]:
+        if isinstance(r, ChatRequest):
+            return chat_prompt(r.messages), [TURN_END, *r.stop]
+        return r.prompt, list(r.stop)
+
+    def envelope(self, r: Sampling, version: int, rid: str, created: int) -> dict:
+        return {
+            "id": rid,
+            "object": self.kind,
+            "created": created,
+            "model": r.model,
+            "system_fingerprint": f"moe-unlearn-v{version}",
+        }
+
+    def encode_response(self, output):
+        return output
+
+
+class CompletionsAPI(OpenAIRoute):
+    """POST /v1/completions (and, as ChatAPI, /v1/chat/completions) without streaming: batched. `stop`
+    ends the text at the first stop string (finish_reason "stop")."""
+
+    id_prefix = "cmpl"
+
+    def decode_request(self, request: CompletionRequest):
+        return request
+
+    def predict(self, x):
+        return batched(self, x, self._complete)
+
+    def _complete(self, requests: list[Sampling]) -> list[dict]:
+        model, version = self.served.get()
+        out = []
+        for r in requests:
+            prompt, stops = self.prompt_and_stops(r)
+            data = utf8(prompt, "the prompt")
+            new, weights = model.generate(data, r.max_tokens, r.temperature, r.top_k, r.seed)
+            scanner = StopScanner(stops)
+            text = scanner.feed(new.decode("utf-8", errors="replace")) + scanner.flush()
+            finish = "stop" if scanner.stopped else "length"
+            out.append(
+                {
+                    **self.envelope(r, version, f"{self.id_prefix}-{uuid.uuid4().hex}", int(time.time())),
+                    "choices": [self.choice(text, finish)],
+                    "usage": {
+                        "prompt_tokens": len(data),
+                        "completion_tokens": len(new),
+                        "total_tokens": len(data) + len(new),
+                    },
+                    **rounded(weights),
+                    "mixing": model.settings,
+                    "version": version,
+                }
+            )
+        return out
+
+    @staticmethod
+    def choice(text: str, finish: str) -> dict:
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+
+
+class ChatAPI(CompletionsAPI):
+    kind, id_prefix = "chat.completion", "chatcmpl"
+
+    def decode_request(self, request: ChatRequest):
+        return request
+
+    @staticmethod
+    def choice(text: str, finish: str) -> dict:
+        return {
+            "index": 0,
+            "message": {"role": "assistant", "content": text},
+            "logprobs": None,
+            "finish_reason": finish,
+        }
+
+
+class CompletionsStreamAPI(OpenAIRoute):
+    """The streaming twin of /v1/completions: server-sent events as OpenAI sends them. The same seed gives
+    the same text as without streaming."""
+
+    id_prefix = "cmpl"
+
+    def __init__(self, run_dir, **kwargs):
+        super().__init__(run_dir, stream=True, max_batch_size=1, **kwargs)
+
+    def decode_request(self, request: CompletionRequest):
+        return request
+
+    def chunk(self, text: str, finish: str | None) -> dict:
+        return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
+
+    def predict(self, r: Sampling) -> Iterator[str]:
+        model, version = self.served.get()
+        prompt, stops = self.prompt_and_stops(r)
+        data = utf8(prompt, "the prompt")
+        head = self.envelope(r, version, f"{self.id_prefix}-{uuid.uuid4().hex}", int(time.time()))
+        decoder, scanner = codecs.getincrementaldecoder("utf-8")(errors="replace"), StopScanner(stops)
+        weight_sum, n = torch.zeros(len(model.names)), 0
+        for byte, w in model.sample(data, r.max_tokens, r.temperature, r.top_k, r.seed):
+            weight_sum, n = weight_sum + w, n + 1
+            text = scanner.feed(decoder.decode(bytes([byte])))
+            if text:
+                yield event({**head, "choices": [self.chunk(text, None)]})
+            if scanner.stopped:
+                break
+        tail = "" if scanner.stopped else scanner.feed(decoder.decode(b"", final=True)) + scanner.flush()
+        weights = dict(zip(model.names, (weight_sum / max(1, n)).tolist(), strict=True))
+        last = {**head, "choices": [self.chunk(tail, "stop" if scanner.stopped else "length")]}
+        usage = {"prompt_tokens": len(data), "completion_tokens": n, "total_tokens": len(data) + n}
+        yield event({**last, "usage": usage, **rounded(weights), "mixing": model.settings, "version": version})
+        yield "data: [DONE]\n\n"
+
+    def encode_response(self, outputs):
+        yield from outputs
+
+
+class ChatStreamAPI(CompletionsStreamAPI):
+    kind, id_prefix = "chat.completion.chunk", "chatcmpl"
+
+    def decode_request(self, request: ChatRequest):
+        return request
+
+    def chunk(self, text: str, finish: str | None) -> dict:
+        delta = {"role": "assistant", "content": text} if finish is None else ({"content": text} if text else {})
+        return {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}
+
+
+def event(data: dict) -> str:
+    """One server-sent event."""
+    return f"data: {json.dumps(data)}\n\n"
