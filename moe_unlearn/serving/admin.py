@@ -22,7 +22,7 @@ from fastapi import APIRouter, Depends, FastAPI, Header, HTTPException
 from fastapi.responses import JSONResponse
 
 from moe_unlearn.errors import UserError
-from moe_unlearn.rundir import describe, open_registry, registry_path
+from moe_unlearn.rundir import describe, open_registry, read_current, registry_path, version_dir
 from moe_unlearn.serving.schemas import DropBody, ForgetBody
 from moe_unlearn.storage.registry import Registry
 
@@ -153,6 +153,21 @@ def add_routes(app: FastAPI, run_dir: Path, token: str | None) -> None:
         finally:
             registry.close()
         return {k: v for k, v in info.items() if k != "run_dir"}
+
+    @app.get("/v1/models")
+    def models() -> dict:
+        """OpenAI's model list (`client.models.list()`): the served version, by the id the answers carry in
+        `system_fingerprint`; any `model` name is accepted by the OpenAI routes."""
+        current = read_current(run_dir)
+        if current is None:
+            raise HTTPException(503, "no trained model to serve")
+        created = int(version_dir(run_dir, current).stat().st_mtime)
+        return {
+            "object": "list",
+            "data": [
+                {"id": f"moe-unlearn-v{current}", "object": "model", "created": created, "owned_by": "moe-unlearn"}
+            ],
+        }
 
     admin = APIRouter(prefix="/admin", dependencies=[Depends(bearer(token))])
 

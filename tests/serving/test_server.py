@@ -220,6 +220,13 @@ def test_the_openai_client_calls_the_completions_route(server):
         client.completions.create(model="m", prompt="x", n=2)
 
 
+def test_the_openai_client_lists_the_served_version_as_a_model(server):
+    from openai import OpenAI
+
+    client = OpenAI(base_url=server.url + "/v1", api_key="not-needed", max_retries=0, timeout=60)
+    assert [m.id for m in client.models.list()] == ["moe-unlearn-v1"]
+
+
 def test_the_openai_client_streams_completions_with_the_same_text(server):
     from openai import OpenAI
 
@@ -363,6 +370,13 @@ def test_a_cli_forget_goes_live_without_a_restart(server):
     assert server.ok("/score", {"text": "Rain"})["version"] == 2
     assert all(line["version"] == 2 for line in server.stream({"prompt": PREFIX, "max_new_bytes": 6}))
     assert server.ok("/v1/completions", {"prompt": PREFIX, "max_tokens": 6, "temperature": 0})["version"] == 2
+    chat = {"messages": [{"role": "user", "content": PREFIX}], "max_tokens": 6}
+    assert server.ok("/v1/chat/completions", chat)["system_fingerprint"] == "moe-unlearn-v2"
+    raw = urllib.request.Request(server.url + "/v1/chat/completions", json.dumps({**chat, "stream": True}).encode())
+    with urllib.request.urlopen(raw, timeout=60) as r:
+        events = [json.loads(line[6:]) for line in r.read().decode().splitlines() if line.startswith("data: {")]
+    assert events and {e["system_fingerprint"] for e in events} == {"moe-unlearn-v2"}
+    assert server.request("GET", "/v1/models")[1]["data"][0]["id"] == "moe-unlearn-v2"
     assert server.request("GET", "/experts")[1]["current_version"] == 2
     many = in_parallel(lambda s: server.ok("/generate", {"prompt": PREFIX, "max_new_bytes": 6, "seed": s}), range(8))
     assert {out["version"] for out in many} == {2}
