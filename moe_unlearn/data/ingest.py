@@ -145,9 +145,11 @@ def _unique_records(
     text_field: str = "text",
     on_read: Callable[[int], None] | None = None,
     on_file: Callable[[Path], None] | None = None,
+    nonempty: bool = False,
 ) -> Iterator[Record]:
     """Yield the records of `paths` in order, raising UserError at the first id seen before: "duplicate id"
-    within a file, "already used at FILE:LINE" across files. Each id's place is one packed int."""
+    within a file, "already used at FILE:LINE" across files (and, with `nonempty`, for a file without any
+    record). Each id's place is one packed int."""
     places: dict[str, int] = {}
     for number, path in enumerate(paths):
         _check_path(path)
@@ -157,7 +159,9 @@ def _unique_records(
             located = _txt_records(path, source, on_read)
         else:
             located = _jsonl_records(path, source, id_field, text_field, on_read)
+        found = 0
         for lineno, record in located:
+            found += 1
             place = places.setdefault(record.id, number << _LINE_BITS | lineno)
             first_number, first_line = place >> _LINE_BITS, place & ((1 << _LINE_BITS) - 1)
             if first_number != number:
@@ -166,6 +170,8 @@ def _unique_records(
             if first_line != lineno:
                 raise UserError(f"{path}:{lineno}: duplicate id {record.id!r} (first at line {first_line})")
             yield record
+        if nonempty and not found:  # an ingest of an empty or blank file is a mistake worth one line
+            raise UserError(f"{path}: no records in the file (it is empty or blank)")
 
 
 def read_records(path: Path, source: str, *, id_field: str = "id", text_field: str = "text") -> Iterator[Record]:
@@ -189,9 +195,9 @@ def read_files(
 ) -> Iterator[Record]:
     """Yield the records of several files in order (`id_field`/`text_field` as for `read_records`).
 
-    All paths are checked before any record is yielded; raises UserError also for a path given twice and for
-    an id repeated across files (naming both places). With `progress` (see `progress_bar`), the bytes read
-    are shown.
+    All paths are checked before any record is yielded; raises UserError also for a path given twice, for
+    an id repeated across files (naming both places) and for a file without any record. With `progress`
+    (see `progress_bar`), the bytes read are shown.
     """
     paths = [Path(path) for path in paths]
     seen_paths: dict[Path, Path] = {}
@@ -202,7 +208,7 @@ def read_files(
             raise UserError(f"{path}: file given twice (also as {seen_paths[key]})")
         seen_paths[key] = path
     if progress is None:
-        yield from _unique_records(paths, source, id_field, text_field)
+        yield from _unique_records(paths, source, id_field, text_field, nonempty=True)
         return
     task = progress.add_task(f"ingest {source}", total=sum(path.stat().st_size for path in paths))
     yield from _unique_records(
@@ -212,4 +218,5 @@ def read_files(
         text_field,
         on_read=lambda n: progress.advance(task, n),
         on_file=lambda path: progress.update(task, description=f"ingest {source}: {escape(path.name)}"),
+        nonempty=True,
     )

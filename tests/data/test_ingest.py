@@ -401,3 +401,9 @@ def test_ingest_command_fields_progress_and_errors(tmp_path):
     assert "Traceback" not in done.output
     assert len(registry.records(["web"])) == 2  # all or nothing
     registry.close()
+
+
+def test_ingesting_a_file_without_records_is_an_error(tmp_path):
+    good = write(tmp_path / "good.jsonl", '{"id": "a", "text": "alpha"}\n')
+    for empty in (write(tmp_path / "empty.jsonl", ""), write(tmp_path / "blank.txt", "\n  \n")):
+        expect_error(read_files([good, empty], "s"), rf"{empty.name}: no records in the file \(it is empty or blank\)")
