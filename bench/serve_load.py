@@ -1,17 +1,25 @@
 """Benchmark: the HTTP server under load (not a test). A bounded load generator, on 127.0.0.1 only.
 
-For each batch size it starts `python -m moe_unlearn.serving` on a free loopback port (the run directory
-is only read), then for each route runs N concurrent clients (keep-alive connections, one request at a
-time each) for a fixed time and reports requests/s, p50/p95/p99 latency and, for /generate/stream, the
-time to the first byte. With --swap it serves a copy of the run directory, keeps /score under load,
-forgets one trained-on record with the CLI in another process, and reports failed requests (target 0),
-responses from the old version to requests sent after the switch (target 0) and the time from the switch
-of `current` to the first response from the new version. Prints a Markdown table; writes JSON.
+For each batch size B it starts `python -m moe_unlearn.serving` on a free loopback port (the run directory
+is only read) with `--max-batch-size B --decode-slots B` (/score's batches and the decoding engine's
+slots), then for each route runs N concurrent clients (keep-alive connections, one request at a time
+each) for a fixed time and reports requests/s, new bytes/s on the generation routes (`--bytes` each),
+p50/p95/p99 latency and, for /generate/stream, the time to the first byte. `--code DIR` runs the server
+from another checkout (e.g. `git worktree add /tmp/before HEAD~1`), so that a change is measured beside
+what it replaces in one run (its server is not given --decode-slots). With --swap it serves a copy of
+the run directory, keeps /score and /generate under load (half the clients each), forgets one
+trained-on record with the CLI in another process, and reports failed requests (target 0), responses
+from the old version to requests sent after the switch (target 0) and the time from the switch of
+`current` to the first response from the new version. With --soak S it keeps /generate and
+/generate/stream under load for S seconds and reports the server's resident memory (every process of it:
+HTTP, workers, engine) at the start and the end. Prints a Markdown table; writes JSON.
 
     .venv/bin/python -m bench.serve_load --run-dir checkpoints/default --clients 16 --seconds 20 \
-        --batch-sizes 1 16 --swap --out bench/out/serve_load.json
+        --batch-sizes 1 16 --bytes 256 --swap --soak 600 --out bench/out/serve_load.json
 
-Target: with batching, /score serves at least 3x the requests/s of batch size 1 at 16 clients.
+Targets: with batching, /score serves at least 3x the requests/s of batch size 1 at 16 clients (issue 7);
+/generate and /generate/stream, 16 clients, 256 bytes each: at least 20x the bytes/s of the server
+before the engine (issue [3/5]); 0 failed; no memory growth over a 10-minute load.
 """
 
 import argparse
@@ -19,6 +27,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shlex
 import shutil
 import signal
 import socket
@@ -87,16 +96,16 @@ class Client:
         self.reader = self.writer = None
 
 
-def request_body(route: str, i: int) -> dict:
+def request_body(route: str, i: int, new_bytes: int = 32) -> dict:
     if route == "score":
         return {"text": SCORE_TEXTS[i % len(SCORE_TEXTS)]}
-    return {"prompt": PROMPT, "max_new_bytes": 32, "temperature": 0.8, "seed": i}
+    return {"prompt": PROMPT, "max_new_bytes": new_bytes, "temperature": 0.8, "seed": i}
 
 
 PATHS = {"score": "/score", "generate": "/generate", "stream": "/generate/stream"}
 
 
-async def load(port: int, route: str, clients: int, seconds: float, on_response=None) -> dict:
+async def load(port: int, route: str, clients: int, seconds: float, on_response=None, new_bytes: int = 32) -> dict:
     """`clients` loops, each sending one request after another for `seconds`."""
     stop_at = time.perf_counter() + seconds
     latencies, ttfbs, failures, counter = [], [], [], iter(range(10**9))
@@ -107,7 +116,7 @@ async def load(port: int, route: str, clients: int, seconds: float, on_response=
             while time.perf_counter() < stop_at:
                 i, sent = next(counter), time.perf_counter()
                 try:
-                    status, pieces, first = await client.post(PATHS[route], request_body(route, i))
+                    status, pieces, first = await client.post(PATHS[route], request_body(route, i, new_bytes))
                 except (OSError, ValueError, asyncio.IncompleteReadError) as e:
                     failures.append(type(e).__name__)
                     await client.close()
@@ -128,6 +137,8 @@ async def load(port: int, route: str, clients: int, seconds: float, on_response=
     wall = time.perf_counter() - started
     out = {"route": PATHS[route], "clients": clients, "seconds": round(wall, 1), "requests": len(latencies)}
     out |= {"failed": len(failures), "requests_per_s": round(len(latencies) / wall, 1), **percentiles(latencies)}
+    if route != "score":
+        out |= {"bytes_each": new_bytes, "bytes_per_s": round(len(latencies) * new_bytes / wall, 1)}
     if route == "stream":
         out["ttfb_ms"] = percentiles(ttfbs)
     return out
@@ -145,18 +156,24 @@ def percentiles(values: list[float]) -> dict:
 
 
 @contextlib.contextmanager
-def server(run_dir: Path, batch_size: int, batch_timeout: float, log: Path, extra: list[str]):
+def server(run_dir: Path, batch_size: int, batch_timeout: float, log: Path, extra: list[str], code: Path | None = None):
+    """(port, process group id) of a healthy server; `code`: a checkout to run it from."""
     with socket.socket() as s:
         s.bind((HOST, 0))
         port = s.getsockname()[1]
     args = ["--run-dir", run_dir, "--host", HOST, "--port", port, "--max-batch-size", batch_size]
     args += ["--batch-timeout", batch_timeout, "--no-access-log", "--log-level", "warning", *extra]
+    if code is None:
+        args += ["--decode-slots", batch_size]
+    env = os.environ | ({"PYTHONPATH": str(code.resolve())} if code else {})
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-m", "moe_unlearn.serving", *map(str, args)],
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            env=env,
+            cwd=code or None,
         )
     try:
         deadline = time.monotonic() + 300
@@ -169,7 +186,7 @@ def server(run_dir: Path, batch_size: int, batch_timeout: float, log: Path, extr
             if time.monotonic() > deadline:
                 raise SystemExit(f"the server did not become healthy in 300 s: see {log}")
             time.sleep(0.5)
-        yield port
+        yield port, proc.pid
     finally:
         proc.send_signal(signal.SIGTERM)
         try:
@@ -185,13 +202,66 @@ def server(run_dir: Path, batch_size: int, batch_timeout: float, log: Path, extr
 def throughput(run_dir: Path, batch_sizes: list[int], routes: list[str], args, log: Path) -> list[dict]:
     rows = []
     for batch_size in batch_sizes:
-        with server(run_dir, batch_size, args.batch_timeout, log, args.server_args) as port:
+        with server(run_dir, batch_size, args.batch_timeout, log, args.server_args, args.code) as (port, _):
             for route in routes:
-                asyncio.run(load(port, route, min(args.clients, 4), 2.0))  # warm-up
-                row = {"max_batch_size": batch_size, **asyncio.run(load(port, route, args.clients, args.seconds))}
+                asyncio.run(load(port, route, min(args.clients, 4), 2.0, new_bytes=args.bytes))  # warm-up
+                measured = asyncio.run(load(port, route, args.clients, args.seconds, new_bytes=args.bytes))
+                row = {"max_batch_size": batch_size, **measured}
                 print(row, flush=True)
                 rows.append(row)
     return rows
+
+
+def rss_mib(group: int) -> float:
+    """Resident memory of every process in process group `group`, MiB."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+            if int(fields[2]) == group:  # pgrp, after state and ppid
+                status = (stat.parent / "status").read_text()
+                total += int(next(line for line in status.splitlines() if line.startswith("VmRSS:")).split()[1])
+    return round(total / 1024, 1)
+
+
+def soak(run_dir: Path, args, log: Path) -> dict:
+    """/generate and /generate/stream under load (half the clients each) for --soak seconds: the server's
+    resident memory at the start (after a warm-up) and at the end, sampled every 30 s in between."""
+    batch = max(args.batch_sizes)
+    with server(run_dir, batch, args.batch_timeout, log, args.server_args, args.code) as (port, group):
+
+        async def scenario() -> dict:
+            await load(port, "generate", min(args.clients, 4), 2.0, new_bytes=args.bytes)
+            samples = [rss_mib(group)]
+
+            async def sample():
+                while True:
+                    await asyncio.sleep(30)
+                    samples.append(rss_mib(group))
+
+            sampler = asyncio.create_task(sample())
+            half = max(1, args.clients // 2)
+            loads = await asyncio.gather(
+                load(port, "generate", half, args.soak, new_bytes=args.bytes),
+                load(port, "stream", args.clients - half or 1, args.soak, new_bytes=args.bytes),
+            )
+            sampler.cancel()
+            samples.append(rss_mib(group))
+            return {
+                "seconds": args.soak,
+                "clients": args.clients,
+                "max_batch_size": batch,
+                "requests": sum(x["requests"] for x in loads),
+                "failed": sum(x["failed"] for x in loads),
+                "bytes_per_s": round(sum(x["bytes_per_s"] for x in loads), 1),
+                "rss_mib_start": samples[0],
+                "rss_mib_end": samples[-1],
+                "rss_mib_max": max(samples),
+            }
+
+        out = asyncio.run(scenario())
+    print(out, flush=True)
+    return out
 
 
 def swap(run_dir: Path, args, log: Path, work: Path) -> dict:
@@ -236,10 +306,17 @@ def swap(run_dir: Path, args, log: Path, work: Path) -> dict:
 
         watcher = asyncio.create_task(watch_pointer())
         forgetting = asyncio.create_task(forget())
-        loads = []
+        loads, half = [], max(1, args.clients // 2)
+
+        async def both(seconds: float) -> list[dict]:
+            return await asyncio.gather(
+                load(port, "score", half, seconds, on_response),
+                load(port, "generate", args.clients - half or 1, seconds, on_response, args.bytes),
+            )
+
         while not forgetting.done() or not loads:  # load until the forget is over, then one more round
-            loads.append(await load(port, "score", args.clients, args.seconds, on_response))
-        loads.append(await load(port, "score", args.clients, args.seconds / 3, on_response))
+            loads += await both(args.seconds)
+        loads += await both(args.seconds / 3)
         watcher.cancel()
         code, forget_s = forgetting.result()
         return {
@@ -253,8 +330,9 @@ def swap(run_dir: Path, args, log: Path, work: Path) -> dict:
             else round(1000 * (seen["first_new"] - switched["at"]), 1),
         }
 
-    with server(copy, max(args.batch_sizes), args.batch_timeout, log, args.server_args) as port:
-        out = {"route": "/score", "clients": args.clients, "record_source": source, **asyncio.run(scenario(port))}
+    with server(copy, max(args.batch_sizes), args.batch_timeout, log, args.server_args, args.code) as (port, _):
+        routes = "/score + /generate"
+        out = {"route": routes, "clients": args.clients, "record_source": source, **asyncio.run(scenario(port))}
     print(out, flush=True)
     return out
 
@@ -268,7 +346,10 @@ def main() -> None:
     p.add_argument("--batch-timeout", type=float, default=0.005)
     p.add_argument("--routes", nargs="+", choices=list(PATHS), default=list(PATHS))
     p.add_argument("--swap", action="store_true", help="Also forget a record mid-load (on a copy of the run).")
-    p.add_argument("--server-args", nargs="*", default=[], help="More `serve` options, e.g. --threads 2.")
+    p.add_argument("--bytes", type=int, default=32, help="max_new_bytes of each generation request.")
+    p.add_argument("--soak", type=float, default=0, help="Seconds of generation load with memory sampled (0: none).")
+    p.add_argument("--code", type=Path, help="Run the server from this checkout (a baseline), not this one.")
+    p.add_argument("--server-args", type=shlex.split, default=[], help="More `serve` options, e.g. '--threads 2'.")
     p.add_argument("--out", type=Path, default=Path("bench/out/serve_load.json"))
     args = p.parse_args()
     if not 1 <= args.clients <= MAX_CLIENTS or not 0 < args.seconds <= MAX_SECONDS:
@@ -278,21 +359,25 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     log = args.out.with_suffix(".log")
     log.write_text("")
-    results = {"run_dir": str(args.run_dir), "cpus": os.cpu_count(), "throughput": []}
+    results = {"run_dir": str(args.run_dir), "cpus": os.cpu_count(), "code": str(args.code or "."), "throughput": []}
     results["throughput"] = throughput(args.run_dir, args.batch_sizes, args.routes, args, log)
     if args.swap:
         with tempfile.TemporaryDirectory() as work:
             results["swap"] = swap(args.run_dir, args, log, Path(work))
+    if args.soak:
+        results["soak"] = soak(args.run_dir, args, log)
     args.out.write_text(json.dumps(results, indent=2))
     print(table(results))
 
 
 def table(results: dict) -> str:
-    lines = ["| route | batch | clients | req/s | p50 ms | p95 ms | p99 ms | TTFB p50 ms | failed |", "|---" * 9 + "|"]
+    head = "| route | batch | clients | req/s | bytes/s | p50 ms | p95 ms | p99 ms | TTFB p50 ms | failed |"
+    lines = [head, "|---" * 10 + "|"]
     for r in results["throughput"]:
         ttfb = r.get("ttfb_ms", {}).get("p50_ms", "")
-        cells = [r["route"], r["max_batch_size"], r["clients"], r["requests_per_s"], r["p50_ms"], r["p95_ms"]]
-        lines.append("| " + " | ".join(map(str, [*cells, r["p99_ms"], ttfb, r["failed"]])) + " |")
+        cells = [r["route"], r["max_batch_size"], r["clients"], r["requests_per_s"], r.get("bytes_per_s", "")]
+        cells += [r["p50_ms"], r["p95_ms"], r["p99_ms"], ttfb, r["failed"]]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
     score = {r["max_batch_size"]: r["requests_per_s"] for r in results["throughput"] if r["route"] == "/score"}
     if len(score) > 1 and score.get(1):
         lines.append(f"\n/score: batching ({max(score)}) gives {score[max(score)] / score[1]:.1f}x batch size 1")
@@ -302,6 +387,13 @@ def table(results: dict) -> str:
             f"\nforget mid-load: {s['requests']} requests, {s['failed']} failed, {s['stale_after_switch']} answered by "
             f"the old version after the switch; first response from the new version "
             f"{s['switch_to_first_new_ms']} ms after the switch (forget took {s['forget_seconds']} s)"
+        )
+    if "soak" in results:
+        s = results["soak"]
+        lines.append(
+            f"\nsoak: {s['seconds']:g} s of /generate + /generate/stream, {s['requests']} requests, "
+            f"{s['failed']} failed, {s['bytes_per_s']} bytes/s; resident memory {s['rss_mib_start']} MiB at "
+            f"the start, {s['rss_mib_end']} MiB at the end (max {s['rss_mib_max']})"
         )
     return "\n".join(lines)
 

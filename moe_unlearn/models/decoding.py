@@ -113,16 +113,22 @@ class Stack:
             values[slot, member, :, : v.shape[2]] = v[0]
 
     def step(
-        self, members: tuple[int, ...], rows: Rows, inputs: torch.Tensor, positions: torch.Tensor
+        self,
+        members: tuple[int, ...],
+        rows: Rows,
+        inputs: torch.Tensor,
+        positions: torch.Tensor,
+        length: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(final hidden states (m, n, d), next-byte logits (m, n, 256)) of `members` for one input per
-        row (n,) at `positions` (n,) of its chunk; writes the new keys and values into the cache."""
+        row (n,) at `positions` (n,) of its chunk; writes the new keys and values into the cache. The
+        attention reads the first `length` cached positions (default: as many as the rows need)."""
         w = self._select(members)
         which = w["index"] if len(members) < self.members else None
-        if len(inputs) == 1:
+        if len(inputs) == 1 and length is None:
             return self._step_one(w, which, int(rows.index[0]), int(inputs[0]), int(positions[0]))
         m, n, d, nh = len(members), len(inputs), self.cfg.d_model, self.cfg.n_head
-        length = int(positions.max()) + 1
+        length = length or int(positions.max()) + 1
         future = (torch.arange(length) > positions[:, None])[:, None, None, None]  # (n, 1, 1, 1, L)
         x = w["tok"][:, inputs] + w["pos"][:, positions]  # (m, n, d)
         if which is None:
@@ -181,10 +187,16 @@ class Stack:
 
 
 class Decoder:
-    """Next-byte log-probabilities of `model` for up to `slots` sequences decoded side by side."""
+    """Next-byte log-probabilities of `model` for up to `slots` sequences decoded side by side.
 
-    def __init__(self, model, slots: int = 1):  # model: a MixtureOfExperts (models/moe.py imports this module)
-        self.model, self.slots = model, slots
+    `invariant=True` makes a row's numbers independent of the other rows (the server's continuous
+    batching: a request's text must not depend on who else is decoding): `advance` then steps every slot,
+    every candidate and the whole window, so each op has one shape whatever the rows hold, and a
+    kernel's rounding cannot depend on them (BLAS picks its blocking from the shape). It costs the
+    pruning's savings and the window's growth: more arithmetic a step, the same number of ops."""
+
+    def __init__(self, model, slots: int = 1, invariant: bool = False):  # model: a MixtureOfExperts
+        self.model, self.slots, self.invariant = model, slots, invariant
         self.block_size = model.block_size
         self.n_candidates = len(model.names)
         self.on_base = isinstance(model.router, FeatureRouter)
@@ -248,8 +260,11 @@ class Decoder:
 
     @torch.no_grad()
     def advance(self, slots: list[int], next_bytes: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Feed the byte each of `slots` drew: (log p of their next bytes (n, 256), weights (n, C))."""
+        """Feed the byte each of `slots` drew: (log p of their next bytes (n, 256), weights (n, C)).
+        An invariant decoder takes every slot, in order (an idle slot's byte is any byte)."""
         m, C = self.model, self.n_candidates
+        if self.invariant and slots != list(range(self.slots)):
+            raise ValueError("an invariant decoder advances every slot at once")
         rows, drawn = Rows(slots), torch.tensor(next_bytes)
         at = rows.view
         after = [self.positions[s] + 1 for s in slots]
@@ -269,10 +284,11 @@ class Decoder:
             if fresh is not None:
                 evidence, live = torch.where(fresh[:, None], 0.0, evidence), live | fresh[:, None]
             running = live.any(0).nonzero()[:, 0].tolist()  # live in some row (before this byte's pruning)
-        else:
+        if not m.posterior or self.invariant:
             running = list(range(C))
         members = tuple(sorted({*running, *([self.base_member] if self.on_base else [])}))
-        hidden, logits = self.stack.step(members, rows, inputs, positions)  # (m, n, ...)
+        window = self.block_size if self.invariant else None
+        hidden, logits = self.stack.step(members, rows, inputs, positions, window)  # (m, n, ...)
         base_hidden = hidden[members.index(self.base_member)] if self.on_base else None
         router_logits = self._router_step(rows, inputs_list, fresh, positions, base_hidden)  # (n, n_experts)
         log_p = logits[: len(running)].float().log_softmax(-1).transpose(0, 1)  # (n, r, 256): the `running`

@@ -1,25 +1,26 @@
-"""The model routes: one LitServe `LitAPI` per route, each loading the model in `setup` and turning a
-checked request (see schemas.py) into a response that names the version that computed it.
+"""The model routes: one LitServe `LitAPI` per route, each turning a checked request (see schemas.py)
+into a response that names the version that computed it.
 
-    POST /generate           text, expert weights, version          batched (a list per `predict`)
-    POST /generate/stream    the same, one JSON line per piece       one request at a time
+    POST /generate           text, expert weights, version          decoded by the engine, with every
+    POST /generate/stream    the same, one JSON line per piece       other generation request under way
     POST /score              bits per byte, expert weights, version  batched: one padded pass
-    POST /v1/completions and /v1/chat/completions: OpenAI's APIs, in openai_api.py
+    POST /v1/completions and /v1/chat/completions: OpenAI's APIs, in openai_api.py (also via the engine)
 
-Hot swap: a worker holds the version named by `current` in memory (`ServedModel`) and reads the pointer
-at the start of every batch, in `predict`; when a forget or drop has switched it, the worker loads the
-new version before it computes anything, so no batch that starts after a switch uses the old version.
+Generation routes (`EngineRoute`) hold no model: each request is an async call to the server's decoding
+engine (engine.py), which batches requests continuously across routes and never lets batching change a
+request's bytes. The engine reads the `current` pointer before it admits requests (hot swap there).
 
-Batching: with `max_batch_size` > 1, LitServe hands `predict` a list of requests and expects a list
-back; with 1, one request and one result (`batched` covers both). Scoring runs the whole batch in one
-padded pass (`MixtureOfExperts.score_batch`), equal to scoring one at a time up to float rounding; on a
-CPU this saves the per-request overhead, not arithmetic. Generation runs request after request inside
-the batch, each with its own seeded sampler: a batched sampler would change results in the last float
-bits, and so now and then a sampled byte, where a seed must give the same text with or without batching.
+/score's worker holds the version named by `current` in memory (`ServedModel`) and reads the pointer at
+the start of every batch, in `predict`; when a forget or drop has switched it, the worker loads the new
+version before it computes anything, so no batch that starts after a switch uses the old version. With
+`max_batch_size` > 1, LitServe hands `predict` a list of requests and expects a list back; with 1, one
+request and one result (`batched` covers both). Scoring runs the whole batch in one padded pass
+(`MixtureOfExperts.score_batch`), equal to scoring one at a time up to float rounding; on a CPU this
+saves the per-request overhead, not arithmetic.
 """
 
 import codecs
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import litserve as ls
@@ -30,6 +31,7 @@ from moe_unlearn.errors import UserError
 from moe_unlearn.models.loading import CurrentModel
 from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.rundir import CONFIG_FILE, read_current, read_manifest, version_dir
+from moe_unlearn.serving.engine import Drawn, EngineError, collect, decode
 from moe_unlearn.serving.schemas import GenerateRequest, ScoreRequest
 from moe_unlearn.storage.versions import checked_bytes, sha256_bytes
 
@@ -119,60 +121,82 @@ class ModelAPI(ls.LitAPI):
         return self.version_health.ok()
 
 
-class GenerateAPI(ModelAPI):
-    def decode_request(self, request: GenerateRequest):
+class EngineRoute(ls.LitAPI):
+    """A generation route: it holds no model; each request is decoded by the server's engine (engine.py),
+    together with every other request under way. Async, so one worker carries many requests at once."""
+
+    def __init__(self, run_dir: Path, engine_address: str, **kwargs):
+        super().__init__(enable_async=True, max_batch_size=1, **kwargs)
+        self.run_dir, self.engine_address = Path(run_dir), engine_address
+        self.version_health = VersionHealth(self.run_dir)
+
+    def setup(self, device):
+        pass
+
+    def health(self) -> bool:
+        return self.version_health.ok()
+
+    async def sample(self, prompt: bytes, max_new_bytes: int, temperature: float, top_k: int, seed: int):
+        """The engine's answer (engine.decode: the header, then pieces of rows [byte, *weights]); an
+        engine error becomes the HTTP error it names."""
+        stream = decode(self.engine_address, prompt, max_new_bytes, temperature, top_k, seed)
+        try:
+            async for item in stream:
+                yield item
+        except EngineError as e:
+            raise HTTPException(e.status, e.message) from None
+        finally:
+            await stream.aclose()
+
+
+class GenerateAPI(EngineRoute):
+    async def decode_request(self, request: GenerateRequest):
         return request
 
-    def predict(self, x):
-        return batched(self, x, self._generate)
+    async def predict(self, r: GenerateRequest) -> dict:
+        header, drawn = await collect(
+            self.sample(r.prompt.encode("utf-8"), r.max_new_bytes, r.temperature, r.top_k, r.seed)
+        )
+        text = drawn.data.decode("utf-8", errors="replace")
+        return {"text": text, **rounded(drawn.weights()), "mixing": header["mixing"], "version": header["version"]}
 
-    def _generate(self, requests: list[GenerateRequest]) -> list[dict]:
-        model, version = self.served.get()
-        out = []
-        for r in requests:
-            new, weights = model.generate(r.prompt.encode("utf-8"), r.max_new_bytes, r.temperature, r.top_k, r.seed)
-            text = new.decode("utf-8", errors="replace")
-            out.append({"text": text, **rounded(weights), "mixing": model.settings, "version": version})
-        return out
-
-    def encode_response(self, output):
+    async def encode_response(self, output):
         return output
 
 
-class GenerateStreamAPI(ModelAPI):
+class GenerateStreamAPI(EngineRoute):
     """Bytes as they are sampled, as JSON lines {"text", "version"} (a multi-byte character goes out
     once complete); the last line adds "done", "bytes" and the expert weights. Same seed, same text as
     /generate."""
 
-    def __init__(self, run_dir: Path, **kwargs):
-        super().__init__(run_dir, stream=True, max_batch_size=1, **kwargs)
+    def __init__(self, run_dir: Path, engine_address: str, **kwargs):
+        super().__init__(run_dir, engine_address, stream=True, **kwargs)
 
-    def decode_request(self, request: GenerateRequest):
+    async def decode_request(self, request: GenerateRequest):
         return request
 
-    def predict(self, r: GenerateRequest) -> Iterator[dict]:
-        model, version = self.served.get()
-        decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        weight_sum = torch.zeros(len(model.names))
-        for byte, w in model.sample(r.prompt.encode("utf-8"), r.max_new_bytes, r.temperature, r.top_k, r.seed):
-            weight_sum += w
-            text = decoder.decode(bytes([byte]))
+    async def predict(self, r: GenerateRequest):
+        text_of = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+        header, drawn = None, None
+        async for item in self.sample(r.prompt.encode("utf-8"), r.max_new_bytes, r.temperature, r.top_k, r.seed):
+            if isinstance(item, dict):
+                header, drawn = item, Drawn(item["names"])
+                continue
+            text = text_of(bytes(drawn.add(row) for row in item))
             if text:
-                yield {"text": text, "version": version}
-        means = weight_sum / max(1, r.max_new_bytes)
-        weights = dict(zip(model.names, means.tolist(), strict=True))
-        tail = decoder.decode(b"", final=True)
+                yield {"text": text, "version": header["version"]}
         yield {
-            "text": tail,
+            "text": text_of(b"", final=True),
             "done": True,
-            "bytes": r.max_new_bytes,
-            **rounded(weights),
-            "mixing": model.settings,
-            "version": version,
+            "bytes": len(drawn.data),
+            **rounded(drawn.weights()),
+            "mixing": header["mixing"],
+            "version": header["version"],
         }
 
-    def encode_response(self, outputs):
-        yield from outputs
+    async def encode_response(self, outputs):
+        async for output in outputs:
+            yield output
 
 
 class ScoreAPI(ModelAPI):

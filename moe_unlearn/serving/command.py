@@ -20,14 +20,23 @@ def serve(
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option("--port", min=1024, max=65535)] = 8000,
     max_batch_size: Annotated[
-        int, typer.Option("--max-batch-size", min=1, help="Requests per batch (1: batching off).")
+        int, typer.Option("--max-batch-size", min=1, help="/score requests per batch (1: batching off).")
     ] = 8,
     batch_timeout: Annotated[
-        float, typer.Option("--batch-timeout", min=0.0, help="Seconds a batch waits to fill.")
+        float, typer.Option("--batch-timeout", min=0.0, help="Seconds a /score batch waits to fill.")
     ] = 0.005,
+    decode_slots: Annotated[
+        int,
+        typer.Option("--decode-slots", min=1, help="Generation requests decoded together (more wait their turn)."),
+    ] = 16,
     workers: Annotated[int, typer.Option("--workers", min=1, help="Worker processes per model route.")] = 1,
     threads: Annotated[
-        int, typer.Option("--threads", min=0, help="Torch threads per worker (0: the cores shared out).")
+        int,
+        typer.Option(
+            "--threads",
+            min=0,
+            help="Torch threads of the engine and each /score worker (0: engine 1, /score the rest)",
+        ),
     ] = 0,
     admin_token_file: Annotated[
         Path | None,
@@ -57,6 +66,7 @@ def serve(
         settings = ServeSettings(
             max_batch_size=max_batch_size,
             batch_timeout=batch_timeout,
+            decode_slots=decode_slots,
             workers=workers,
             threads=threads,
             timeout=timeout,

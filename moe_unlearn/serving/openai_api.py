@@ -1,12 +1,12 @@
 """OpenAI's completions and chat APIs over the byte model, as the official `openai` client drives them.
 
-    POST /v1/completions        client.completions.create(...)          batched
-    POST /v1/chat/completions   client.chat.completions.create(...)     batched
+    POST /v1/completions        client.completions.create(...)          decoded by the engine (engine.py)
+    POST /v1/chat/completions   client.chat.completions.create(...)     the same
     ... with "stream": true     server-sent events, one chunk per piece of text, then "data: [DONE]"
 
 A streamed request is routed by `limits.RequestLimits` (it reads the body anyway) to the route's
-streaming twin (the same path + STREAM_SUFFIX), a LitAPI with streaming on: LitServe cannot stream and
-batch on one route. Tokens are bytes (`max_tokens` counts bytes, `usage` counts bytes); a piece of a
+streaming twin (the same path + STREAM_SUFFIX), a LitAPI with streaming on: a LitServe route either
+streams or does not. Tokens are bytes (`max_tokens` counts bytes, `usage` counts bytes); a piece of a
 stream is the text decoded so far (a multi-byte character goes out once complete). Every answer names
 the version that computed it (`system_fingerprint` "moe-unlearn-v<n>", and `version`) and the mixing
 rule (`mixing`), as every model route does.
@@ -21,12 +21,10 @@ import codecs
 import json
 import time
 import uuid
-from collections.abc import Iterator
-
-import torch
 
 from moe_unlearn.errors import utf8
-from moe_unlearn.serving.api import ModelAPI, batched, rounded
+from moe_unlearn.serving.api import EngineRoute, rounded
+from moe_unlearn.serving.engine import Drawn
 from moe_unlearn.serving.schemas import ChatMessage, ChatRequest, CompletionRequest, Sampling
 
 TURN_END = "\nUser:"  # a chat reply ends where the model starts the user's next turn
@@ -63,16 +61,50 @@ class StopScanner:
         return out
 
 
-class OpenAIRoute(ModelAPI):
-    """What the four OpenAI LitAPIs share: the prompt and stop strings of a request, and the envelope.
-    (Each subclass's `decode_request` annotation tells LitServe which body to parse.)"""
+class OpenAIRoute(EngineRoute):
+    """What the four OpenAI LitAPIs share: the prompt and stop strings of a request, the text as the
+    engine draws it, and the envelope. (Each subclass's `decode_request` annotation tells LitServe which
+    body to parse.)"""
 
-    kind = "text_completion"
+    kind, id_prefix = "text_completion", "cmpl"
 
     def prompt_and_stops(self, r: Sampling) -> tuple[str, list[str]]:
         if isinstance(r, ChatRequest):
             return chat_prompt(r.messages), [TURN_END, *r.stop]
         return r.prompt, list(r.stop)
+
+    async def pieces(self, r: Sampling):
+        """The envelope (a dict), then the text in pieces (str) as it is drawn, cut at the first stop
+        string (the request then ends: its slot is freed), then the end: (finish reason, usage,
+        expert weights, mixing, version)."""
+        prompt, stops = self.prompt_and_stops(r)
+        data = utf8(prompt, "the prompt")
+        text_of, scanner = codecs.getincrementaldecoder("utf-8")(errors="replace").decode, StopScanner(stops)
+        header, drawn = None, None
+        stream = self.sample(data, r.max_tokens, r.temperature, r.top_k, r.seed)
+        try:
+            async for item in stream:
+                if isinstance(item, dict):
+                    header, drawn = item, Drawn(item["names"])
+                    yield self.envelope(r, header["version"], f"{self.id_prefix}-{uuid.uuid4().hex}", int(time.time()))
+                    continue
+                for row in item:
+                    text = scanner.feed(text_of(bytes([drawn.add(row)])))
+                    if text:
+                        yield text
+                    if scanner.stopped:
+                        break
+                if scanner.stopped:
+                    break
+        finally:
+            await stream.aclose()  # a stop string reached: the engine frees the slot now
+        tail = "" if scanner.stopped else scanner.feed(text_of(b"", final=True)) + scanner.flush()
+        if tail:
+            yield tail
+        n = len(drawn.data)
+        usage = {"prompt_tokens": len(data), "completion_tokens": n, "total_tokens": len(data) + n}
+        finish = "stop" if scanner.stopped else "length"
+        yield finish, usage, rounded(drawn.weights()), header["mixing"], header["version"]
 
     def envelope(self, r: Sampling, version: int, rid: str, created: int) -> dict:
         return {
@@ -83,47 +115,28 @@ class OpenAIRoute(ModelAPI):
             "system_fingerprint": f"moe-unlearn-v{version}",
         }
 
-    def encode_response(self, output):
-        return output
-
 
 class CompletionsAPI(OpenAIRoute):
-    """POST /v1/completions (and, as ChatAPI, /v1/chat/completions) without streaming: batched. `stop`
-    ends the text at the first stop string (finish_reason "stop")."""
+    """POST /v1/completions (and, as ChatAPI, /v1/chat/completions) without streaming. `stop` ends the
+    text at the first stop string (finish_reason "stop")."""
 
-    id_prefix = "cmpl"
-
-    def decode_request(self, request: CompletionRequest):
+    async def decode_request(self, request: CompletionRequest):
         return request
 
-    def predict(self, x):
-        return batched(self, x, self._complete)
+    async def predict(self, r: Sampling) -> dict:
+        texts = []
+        async for item in self.pieces(r):
+            if isinstance(item, dict):
+                head = item
+            elif isinstance(item, str):
+                texts.append(item)
+            else:
+                finish, usage, weights, mixing, version = item
+        choice = self.choice("".join(texts), finish)
+        return {**head, "choices": [choice], "usage": usage, **weights, "mixing": mixing, "version": version}
 
-    def _complete(self, requests: list[Sampling]) -> list[dict]:
-        model, version = self.served.get()
-        out = []
-        for r in requests:
-            prompt, stops = self.prompt_and_stops(r)
-            data = utf8(prompt, "the prompt")
-            new, weights = model.generate(data, r.max_tokens, r.temperature, r.top_k, r.seed)
-            scanner = StopScanner(stops)
-            text = scanner.feed(new.decode("utf-8", errors="replace")) + scanner.flush()
-            finish = "stop" if scanner.stopped else "length"
-            out.append(
-                {
-                    **self.envelope(r, version, f"{self.id_prefix}-{uuid.uuid4().hex}", int(time.time())),
-                    "choices": [self.choice(text, finish)],
-                    "usage": {
-                        "prompt_tokens": len(data),
-                        "completion_tokens": len(new),
-                        "total_tokens": len(data) + len(new),
-                    },
-                    **rounded(weights),
-                    "mixing": model.settings,
-                    "version": version,
-                }
-            )
-        return out
+    async def encode_response(self, output):
+        return output
 
     @staticmethod
     def choice(text: str, finish: str) -> dict:
@@ -133,7 +146,7 @@ class CompletionsAPI(OpenAIRoute):
 class ChatAPI(CompletionsAPI):
     kind, id_prefix = "chat.completion", "chatcmpl"
 
-    def decode_request(self, request: ChatRequest):
+    async def decode_request(self, request: ChatRequest):
         return request
 
     @staticmethod
@@ -150,46 +163,37 @@ class CompletionsStreamAPI(OpenAIRoute):
     """The streaming twin of /v1/completions: server-sent events as OpenAI sends them. The same seed gives
     the same text as without streaming."""
 
-    id_prefix = "cmpl"
+    def __init__(self, run_dir, engine_address: str, **kwargs):
+        super().__init__(run_dir, engine_address, stream=True, **kwargs)
 
-    def __init__(self, run_dir, **kwargs):
-        super().__init__(run_dir, stream=True, max_batch_size=1, **kwargs)
-
-    def decode_request(self, request: CompletionRequest):
+    async def decode_request(self, request: CompletionRequest):
         return request
 
     def chunk(self, text: str, finish: str | None) -> dict:
         return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish}
 
-    def predict(self, r: Sampling) -> Iterator[str]:
-        model, version = self.served.get()
-        prompt, stops = self.prompt_and_stops(r)
-        data = utf8(prompt, "the prompt")
-        head = self.envelope(r, version, f"{self.id_prefix}-{uuid.uuid4().hex}", int(time.time()))
-        decoder, scanner = codecs.getincrementaldecoder("utf-8")(errors="replace"), StopScanner(stops)
-        weight_sum, n = torch.zeros(len(model.names)), 0
-        for byte, w in model.sample(data, r.max_tokens, r.temperature, r.top_k, r.seed):
-            weight_sum, n = weight_sum + w, n + 1
-            text = scanner.feed(decoder.decode(bytes([byte])))
-            if text:
-                yield event({**head, "choices": [self.chunk(text, None)]})
-            if scanner.stopped:
-                break
-        tail = "" if scanner.stopped else scanner.feed(decoder.decode(b"", final=True)) + scanner.flush()
-        weights = dict(zip(model.names, (weight_sum / max(1, n)).tolist(), strict=True))
-        last = {**head, "choices": [self.chunk(tail, "stop" if scanner.stopped else "length")]}
-        usage = {"prompt_tokens": len(data), "completion_tokens": n, "total_tokens": len(data) + n}
-        yield event({**last, "usage": usage, **rounded(weights), "mixing": model.settings, "version": version})
+    async def predict(self, r: Sampling):
+        head = None
+        async for item in self.pieces(r):
+            if isinstance(item, dict):
+                head = item
+            elif isinstance(item, str):
+                yield event({**head, "choices": [self.chunk(item, None)]})
+            else:
+                finish, usage, weights, mixing, version = item
+        last = {**head, "choices": [self.chunk("", finish)]}
+        yield event({**last, "usage": usage, **weights, "mixing": mixing, "version": version})
         yield "data: [DONE]\n\n"
 
-    def encode_response(self, outputs):
-        yield from outputs
+    async def encode_response(self, outputs):
+        async for output in outputs:
+            yield output
 
 
 class ChatStreamAPI(CompletionsStreamAPI):
     kind, id_prefix = "chat.completion.chunk", "chatcmpl"
 
-    def decode_request(self, request: ChatRequest):
+    async def decode_request(self, request: ChatRequest):
         return request
 
     def chunk(self, text: str, finish: str | None) -> dict:

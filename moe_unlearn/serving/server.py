@@ -4,8 +4,10 @@
     serve_forever(server, host="127.0.0.1", port=8000)
 
 Seven model routes (api.py; openai_api.py: the OpenAI routes and their streaming twins), each its own
-LitServe worker process(es) holding the served version; LitServe's /health (200 once every worker has
-loaded the model and the served version checks against its manifest) and /info; GET /experts and the
+LitServe worker process(es): /score's holds the served version and batches requests; the six generation
+routes hold no model and hand every request to one decoding engine process (engine.py), which decodes
+them all together, one byte per step (continuous batching across routes). LitServe's /health (200 once
+every worker is up and the served version checks against its manifest) and /info; GET /experts and the
 /admin routes (admin.py) on the same FastAPI app. Requests are checked in the HTTP process (schemas.py,
 limits.py) before they are queued for a worker.
 """
@@ -23,21 +25,22 @@ from moe_unlearn.models.loading import load_version
 from moe_unlearn.rundir import exists, read_current
 from moe_unlearn.serving.admin import add_routes
 from moe_unlearn.serving.api import GenerateAPI, GenerateStreamAPI, ScoreAPI
+from moe_unlearn.serving.engine import EngineProcess
 from moe_unlearn.serving.limits import STREAM_SUFFIX, Checked, Limits, RequestLimits, add_error_handlers
 from moe_unlearn.serving.loop import WaitingBatchedLoop
 from moe_unlearn.serving.openai_api import ChatAPI, ChatStreamAPI, CompletionsAPI, CompletionsStreamAPI
 
 HOSTS = ("127.0.0.1", "0.0.0.0", "::")  # what LitServe listens on
 OPENAI = ("/v1/completions", "/v1/chat/completions")
-MODEL_ROUTES = 7  # /generate, /score, the two OpenAI routes, and each one's streaming twin: a worker process each
 
 
 @dataclass(frozen=True)
 class ServeSettings:
-    max_batch_size: int = 8  # requests per batch on /generate, /score and /v1/completions (1: batching off)
-    batch_timeout: float = 0.005  # seconds a worker waits for a batch to fill
+    max_batch_size: int = 8  # requests per batch on /score (1: batching off)
+    batch_timeout: float = 0.005  # seconds /score's worker waits for a batch to fill
+    decode_slots: int = 16  # generation requests the engine decodes at once (more wait for a free slot)
     workers: int = 1  # worker processes per model route
-    threads: int = 0  # torch threads per worker; 0: the machine's cores shared among all workers
+    threads: int = 0  # torch threads of the engine and each /score worker; 0: 1 for the engine, the rest shared
     timeout: float = 60.0  # seconds a request may wait in a queue before it is answered 504
     limits: Limits = field(default_factory=Limits)
     admin_token: str | None = None  # None: the admin routes answer 403
@@ -45,6 +48,7 @@ class ServeSettings:
     def check(self) -> None:
         problems = [
             (self.max_batch_size < 1, "max_batch_size must be >= 1"),
+            (self.decode_slots < 1, "decode_slots must be >= 1"),
             (not 0 <= self.batch_timeout < self.timeout, "batch_timeout must be >= 0 and below timeout"),
             (self.workers < 1, "workers must be >= 1"),
             (self.threads < 0, "threads must be >= 0"),
@@ -55,9 +59,17 @@ class ServeSettings:
                 raise UserError(message)
 
 
-def build_server(run_dir: str | Path, settings: ServeSettings | None = None) -> ls.LitServer:
-    """A LitServer for the version `current` names in `run_dir` (and every later one: workers follow the
-    pointer). Raises UserError if there is nothing to serve."""
+@dataclass
+class Server:
+    """The LitServer and the decoding engine its generation routes talk to (started by `serve_forever`)."""
+
+    lit: ls.LitServer
+    engine: EngineProcess
+
+
+def build_server(run_dir: str | Path, settings: ServeSettings | None = None) -> Server:
+    """The server of the version `current` names in `run_dir` (and every later one: the workers and the
+    engine follow the pointer). Raises UserError if there is nothing to serve."""
     settings = settings or ServeSettings()
     settings.check()
     run_dir = Path(run_dir).resolve()
@@ -67,20 +79,22 @@ def build_server(run_dir: str | Path, settings: ServeSettings | None = None) -> 
     if current is None:
         raise UserError(f"no trained model in {run_dir}: run `moe-unlearn train` first")
     load_version(run_dir, current)  # a corrupt or incomplete version: one line here, not a traceback per worker
-    threads = settings.threads or max(1, (os.cpu_count() or 1) // (MODEL_ROUTES * settings.workers))
-
-    def batching() -> dict:  # set on each LitAPI; each gets its own loop object
-        loop = WaitingBatchedLoop() if settings.max_batch_size > 1 else "auto"
-        return {"max_batch_size": settings.max_batch_size, "batch_timeout": settings.batch_timeout, "loop": loop}
-
+    # The engine and /score's workers compute; the generation routes' workers only pass bytes on. A
+    # decoding step is many small ops: one thread each by default (a second one waits on the first, and
+    # on a busy machine its spinning costs 100x: bench/serve_load.py), /score's share of the cores.
+    threads = settings.threads or max(1, (os.cpu_count() or 1) // (settings.workers + 1))
+    engine = EngineProcess(run_dir, settings.decode_slots, settings.threads or 1)
+    loop = WaitingBatchedLoop() if settings.max_batch_size > 1 else "auto"
+    batching = {"max_batch_size": settings.max_batch_size, "batch_timeout": settings.batch_timeout, "loop": loop}
+    to_engine = {"engine_address": engine.address}
     apis = [
-        GenerateAPI(run_dir, api_path="/generate", threads=threads, **batching()),
-        GenerateStreamAPI(run_dir, api_path="/generate/stream", threads=threads),
-        ScoreAPI(run_dir, api_path="/score", threads=threads, **batching()),
-        CompletionsAPI(run_dir, api_path="/v1/completions", threads=threads, **batching()),
-        CompletionsStreamAPI(run_dir, api_path="/v1/completions" + STREAM_SUFFIX, threads=threads),
-        ChatAPI(run_dir, api_path="/v1/chat/completions", threads=threads, **batching()),
-        ChatStreamAPI(run_dir, api_path="/v1/chat/completions" + STREAM_SUFFIX, threads=threads),
+        GenerateAPI(run_dir, api_path="/generate", **to_engine),
+        GenerateStreamAPI(run_dir, api_path="/generate/stream", **to_engine),
+        ScoreAPI(run_dir, api_path="/score", threads=threads, **batching),
+        CompletionsAPI(run_dir, api_path="/v1/completions", **to_engine),
+        CompletionsStreamAPI(run_dir, api_path="/v1/completions" + STREAM_SUFFIX, **to_engine),
+        ChatAPI(run_dir, api_path="/v1/chat/completions", **to_engine),
+        ChatStreamAPI(run_dir, api_path="/v1/chat/completions" + STREAM_SUFFIX, **to_engine),
     ]
     lim = settings.limits
     prompt = Checked("prompt", lim.max_prompt_bytes, "max_new_bytes", lim.max_new_bytes)
@@ -104,11 +118,11 @@ def build_server(run_dir: str | Path, settings: ServeSettings | None = None) -> 
     )
     add_error_handlers(server.app)
     add_routes(server.app, run_dir, settings.admin_token)
-    return server
+    return Server(server, engine)
 
 
 def serve_forever(
-    server: ls.LitServer, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", access_log: bool = True
+    server: Server, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info", access_log: bool = True
 ) -> None:
     """Run until interrupted (Ctrl-C or SIGTERM: both shut the HTTP process and the workers down); one
     HTTP process, where admin jobs are tracked, and the model workers. Raises UserError for a host
@@ -129,11 +143,15 @@ def serve_forever(
         os.kill(os.getpid(), signum)
 
     signal.signal(signal.SIGTERM, on_sigterm)
-    server.run(
-        host=host,
-        port=port,
-        num_api_servers=1,
-        generate_client_file=False,
-        log_level=log_level,
-        access_log=access_log,
-    )
+    server.engine.start()
+    try:
+        server.lit.run(
+            host=host,
+            port=port,
+            num_api_servers=1,
+            generate_client_file=False,
+            log_level=log_level,
+            access_log=access_log,
+        )
+    finally:
+        server.engine.stop()

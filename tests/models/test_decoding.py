@@ -119,3 +119,36 @@ def test_cached_sampling_is_seeded(moe: MixtureOfExperts) -> None:
     a = moe.generate(b"The ", 40, temperature=0.8, top_k=20, seed=3)
     assert a == moe.generate(b"The ", 40, temperature=0.8, top_k=20, seed=3)
     assert a[0] != moe.generate(b"The ", 40, temperature=0.8, top_k=20, seed=4)[0]
+
+
+def test_an_invariant_decoder_row_is_bit_for_bit_independent_of_the_other_rows(moe: MixtureOfExperts) -> None:
+    """The server's batching: one sequence's log-probs and weights, to the last bit, whether it decodes in
+    slot 0 beside idle slots or in slot 5 beside other sequences at other positions; and equal to the
+    plain decoder's within rounding."""
+    prompt, others = random_bytes(9, seed=21), [random_bytes(n, seed=n) for n in (0, 3, BS - 2, 17, 30, 2, BS - 1)]
+    steps = BS + 5  # across a chunk end
+
+    def decode(slot: int, neighbours: list[bytes]) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        decoder = Decoder(moe, slots=8, invariant=True)
+        for i, other in enumerate(neighbours):
+            decoder.start(i if i < slot else i + 1, other)
+        log_p, w = decoder.start(slot, prompt)
+        out, inputs = [(log_p, w)], [0] * 8
+        for step in range(steps):
+            inputs = [(step * 7 + i) % 256 for i in range(8)]  # the neighbours' bytes: anything
+            inputs[slot] = int(out[-1][0].argmax())
+            log_p, w = decoder.advance(list(range(8)), inputs)
+            out.append((log_p[slot].clone(), w[slot].clone()))
+        return out
+
+    alone, among = decode(0, []), decode(5, others)
+    for (p, w), (q, v) in zip(alone, among, strict=True):
+        assert torch.equal(p, q) and torch.equal(w, v)
+    plain = Decoder(moe)
+    log_p, w = plain.start(0, prompt)
+    for p, weights in alone[:-1]:
+        torch.testing.assert_close(p, log_p, atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(weights, w, atol=1e-5, rtol=1e-4)
+        log_p, w = (t[0] for t in plain.advance([0], [int(p.argmax())]))
+    with pytest.raises(ValueError, match="every slot"):
+        Decoder(moe, slots=2, invariant=True).advance([1], [0])

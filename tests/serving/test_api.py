@@ -1,7 +1,9 @@
-"""The LitAPI classes in this process, without HTTP: batch size 1 (predict gets one request) and > 1
-(a list, returned as a list) give the same results, and the same as `Run`; the served model follows
-the `current` pointer and never falls back to an older version."""
+"""The LitAPI classes in this process, without HTTP: /score with batch size 1 (predict gets one request)
+and > 1 (a list, returned as a list) gives the same results, and the same as `Run`; the generation
+routes, async clients of a decoding engine (a thread here), give a request the same bytes alone or among
+others, and `Run.generate`'s; the served model follows the `current` pointer and never falls back."""
 
+import asyncio
 import shutil
 
 import pytest
@@ -52,50 +54,78 @@ def test_score_batched_equals_one_at_a_time_and_run_score(tiny_run_dir):
         assert got["experts"] == [e for e, w in sorted(got["expert_weights"].items(), key=lambda kv: -kv[1]) if w > 0]
 
 
-def test_generate_same_seed_same_text_with_or_without_batching(tiny_run_dir):
-    alone = ready(GenerateAPI(tiny_run_dir, max_batch_size=1))
-    together = ready(GenerateAPI(tiny_run_dir, max_batch_size=8))
-    requests = [
-        GenerateRequest(prompt=p, max_new_bytes=24, temperature=t, top_k=k, seed=s)
-        for p, t, k, s in [("Rain", 0.9, 0, 1), ("Rain", 0.9, 0, 2), ("Preheat", 0.0, 0, 5), ("x", 1.5, 8, 1)]
-    ]
-    batched = call_batch(together, requests)
-    for request, got in zip(requests, batched, strict=True):
+def run_async(api, request):
+    """decode -> predict -> encode for one request of an async route (the generation routes)."""
+
+    async def go():
+        output = api.predict(await api.decode_request(request))
+        if api.stream:
+            return [line async for line in api.encode_response(output)]
+        return await api.encode_response(await output)
+
+    return asyncio.run(go())
+
+
+def run_together(api, requests):
+    """The same for many requests at once, as one worker carries them (the engine decodes them together)."""
+
+    async def go():
+        async def one(request):
+            return await api.encode_response(await api.predict(await api.decode_request(request)))
+
+        return await asyncio.gather(*map(one, requests))
+
+    return asyncio.run(go())
+
+
+SAMPLED = [
+    GenerateRequest(prompt=p, max_new_bytes=24, temperature=t, top_k=k, seed=s)
+    for p, t, k, s in [("Rain", 0.9, 0, 1), ("Rain", 0.9, 0, 2), ("Preheat", 0.0, 0, 5), ("x", 1.5, 8, 1)]
+]
+
+
+def test_generate_same_seed_same_text_alone_and_among_15_others(tiny_run_dir, engine_address):
+    api = ready(GenerateAPI(tiny_run_dir, engine_address))
+    crowd = SAMPLED + [GenerateRequest(prompt="Forecast" * (n + 1), max_new_bytes=40, seed=n) for n in range(12)]
+    together = run_together(api, crowd)
+    for request, got in zip(SAMPLED, together, strict=False):
+        assert got == run_async(api, request)  # to the last digit of every weight
         reference = Run(tiny_run_dir).generate(
             request.prompt, request.max_new_bytes, request.temperature, request.top_k, request.seed
         )
-        assert got == call(alone, request)
-        assert got["text"] == reference["text"]
-        assert got["expert_weights"] == reference["expert_weights"]
-        assert got["version"] == 1
-    assert batched[0]["text"] != batched[1]["text"]  # the seed is per request
+        assert got["text"] == reference["text"]  # the engine's batched steps and `generate`'s own: same bytes
+        assert got["expert_weights"] == pytest.approx(reference["expert_weights"], abs=2e-4)
+        assert got["version"] == 1 and got["mixing"] == reference["mixing"]
+    assert together[0]["text"] != together[1]["text"]  # the seed is per request
 
 
-def test_stream_pieces_join_to_the_generated_text(tiny_run_dir):
-    stream = ready(GenerateStreamAPI(tiny_run_dir))
-    plain = ready(GenerateAPI(tiny_run_dir))
+def test_stream_pieces_join_to_the_generated_text(tiny_run_dir, engine_address):
+    stream = ready(GenerateStreamAPI(tiny_run_dir, engine_address))
+    plain = ready(GenerateAPI(tiny_run_dir, engine_address))
     for seed in range(4):
         request = GenerateRequest(prompt="Forecast", max_new_bytes=30, temperature=2.0, seed=seed)  # hot: odd bytes
-        lines = list(stream.encode_response(stream.predict(stream.decode_request(request))))
+        lines = run_async(stream, request)
         assert all(line["version"] == 1 for line in lines)
         assert lines[-1]["done"] is True and lines[-1]["bytes"] == 30
-        expected = call(plain, request)
+        expected = run_async(plain, request)
         assert "".join(line["text"] for line in lines) == expected["text"]
         assert lines[-1]["expert_weights"] == expected["expert_weights"]
 
 
-def test_completions_are_openai_shaped_and_stop_at_a_stop_string(tiny_run_dir):
-    api = ready(CompletionsAPI(tiny_run_dir, max_batch_size=2))
+def test_completions_are_openai_shaped_and_stop_at_a_stop_string(tiny_run_dir, engine_address):
+    api = ready(CompletionsAPI(tiny_run_dir, engine_address))
     free = CompletionRequest(prompt="Rain", max_tokens=20, temperature=0.0)
-    full = call_batch(api, [free])[0]
+    full = run_async(api, free)
     text = full["choices"][0]["text"]
     assert full["object"] == "text_completion" and full["choices"][0]["finish_reason"] == "length"
     assert full["usage"] == {"prompt_tokens": 4, "completion_tokens": 20, "total_tokens": 24}
     assert full["version"] == 1 and full["system_fingerprint"] == "moe-unlearn-v1"
     assert text == Run(tiny_run_dir).generate("Rain", 20, temperature=0.0)["text"]
     stop = text[3:5]
-    cut = call_batch(api, [CompletionRequest(prompt=["Rain"], max_tokens=20, temperature=0.0, stop=stop)])[0]
+    cut = run_async(api, CompletionRequest(prompt=["Rain"], max_tokens=20, temperature=0.0, stop=stop))
     assert cut["choices"][0] == {"index": 0, "text": text[: text.find(stop)], "logprobs": None, "finish_reason": "stop"}
+    # the request ended at the stop string: its usage counts the bytes drawn up to there
+    assert cut["usage"]["completion_tokens"] == len(text[: text.find(stop) + len(stop)].encode())
 
 
 def test_served_model_follows_the_pointer_and_never_falls_back(tiny_run_dir, tmp_path):
