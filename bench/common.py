@@ -49,6 +49,19 @@ def machine_line(m: dict) -> str:
     return f"- Machine: {m['cpu']}, {m['cores']} cores, {gpu}; torch {m['torch']}, {m['threads']} threads"
 
 
+def ingest_dictd(run, data: Path, sources, config, overrides) -> dict[str, float]:
+    """Ingest each dictd source's JSONL file of `data` into `run`, with role base where the config's
+    `data.base_sources` says so (dictd.yaml: gcide); seconds per source."""
+    from moe_unlearn.config import load_config
+
+    base = set(load_config(config, overrides).data.base_sources)
+    seconds = {}
+    for source in sources:
+        role = "base" if source in base else None
+        _, seconds[source] = timed(run.ingest, source, [data / f"{source}.jsonl"], role=role)
+    return seconds
+
+
 def timed(fn, *args, **kwargs) -> tuple[Any, float]:
     """(fn(*args, **kwargs), its wall time in seconds)."""
     started = time.perf_counter()

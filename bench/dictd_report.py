@@ -17,7 +17,7 @@ from pathlib import Path
 
 from rich.console import Console
 
-from bench.common import timed
+from bench.common import ingest_dictd, timed
 from moe_unlearn import Run
 from moe_unlearn.data.dictd import DICTIONARIES
 from moe_unlearn.data.splits import is_heldout
@@ -40,7 +40,10 @@ def main() -> None:
     parser.add_argument("--run-dir", type=Path, default=Path("bench/out/dictd"))
     parser.add_argument("--config", default="configs/experiment/dictd.yaml")
     parser.add_argument(
-        "--forget", nargs="+", default=["jargon:hacker", "gcide:unlearn"], help="SOURCE:HEADWORD entries to forget"
+        "--forget",
+        nargs="+",
+        default=["jargon:hacker", "foldoc:compiler"],
+        help="SOURCE:HEADWORD entries to forget (gcide's: a full rebuild)",
     )
     parser.add_argument("--no-verify", action="store_true", help="skip `verify` (the oracle's full training)")
     parser.add_argument("--out", type=Path, default=Path("bench/results/dictd_report.json"))
@@ -53,11 +56,9 @@ def main() -> None:
 
     if not run.exists():
         run.init(args.config, overrides)
-        results["ingest_seconds"] = {}
-        for source in DICTIONARIES:
-            added, seconds = timed(run.ingest, source, [args.data / f"{source}.jsonl"])
-            results["ingest_seconds"][source] = round(seconds, 1)
-            console.print(f"{source}: {added['records_added']:,} records in {seconds:.1f} s")
+        seconds = ingest_dictd(run, args.data, DICTIONARIES, args.config, overrides)
+        results["ingest_seconds"] = {source: round(s, 1) for source, s in seconds.items()}
+        console.print(f"ingested in {sum(seconds.values()):.1f} s")
     manifest, seconds = timed(run.train, args.config, overrides)
     results["train_seconds"] = round(seconds, 1)
     results["eval"] = manifest["eval"]

@@ -66,7 +66,16 @@ from statistics import mean
 
 from rich.console import Console
 
-from bench.common import machine_line, provenance, publish, report_defaults, report_options, save_figure, timed
+from bench.common import (
+    ingest_dictd,
+    machine_line,
+    provenance,
+    publish,
+    report_defaults,
+    report_options,
+    save_figure,
+    timed,
+)
 from bench.utility import DICTD, Ensemble, corpus, expert_params, jobs, params, score
 from moe_unlearn import Run
 from moe_unlearn.audit.collect import ATTACKS, AuditSettings, audit_data, measure
@@ -338,8 +347,8 @@ def ours(args, overrides: list[str], source: str, ids: list[str], work: Path, co
     pristine = work / "pristine"
     run = Run(pristine, console=console)
     run.init(args.config, overrides)
-    for name in DICTD if args.data else ():
-        run.ingest(name, [args.data / f"{name}.jsonl"])
+    if args.data:
+        ingest_dictd(run, args.data, DICTD, args.config, overrides)
     console.print("[bold]ours[/]: training")
     manifest = run.train(args.config, overrides)
     out = {"full": {p: e["train_seconds"] for p, e in manifest["files"].items()}, "forget": {}}

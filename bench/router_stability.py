@@ -36,6 +36,7 @@ import torch
 
 from bench.common import (
     command,
+    ingest_dictd,
     machine,
     machine_line,
     report_defaults,
@@ -360,8 +361,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as work:
         run = Run(Path(work) / "run")
         run.init(args.config, overrides)
-        for source in DICTIONARIES if args.data else ():
-            run.ingest(source, [args.data / f"{source}.jsonl"])
+        if args.data:
+            ingest_dictd(run, args.data, DICTIONARIES, args.config, overrides)
         registry = run.registry
         experts, source_map = registry.experts(), registry.source_map()
         base = None

@@ -81,7 +81,7 @@ from moe_unlearn.training.plan import plan, reads_base
 from moe_unlearn.training.trainer import configure_torch, train_base, train_expert
 
 QUICK = ["data.corpus.records_per_domain=800"]
-QUICK_DICTD = ["train.expert.max_steps=500", "train.base.max_steps=500"]  # dictd trains step budgets, not epochs
+QUICK_DICTD = ["train.expert.max_steps=500", "train.base.max_steps=2000"]  # 1/8 of dictd.yaml's step budgets
 DICTD_BASE = ("gcide",)  # the dictd sources ingested with role base unless --base-sources says otherwise
 GRID = [1e-3, 2e-3, 4e-3]
 METHODS = ("ours", "dense-matched", "dense-active", "sisa", "sisa-from-base")
