@@ -199,7 +199,7 @@ def _requests_table(requests: list[dict]) -> Table:
             r["id"],
             r["status"] + (f" ({r['step']})" if r["status"] == "running" else ""),
             f"{r['records']:,}",
-            r["deadline"] or "",
+            (r["deadline"] or "") + (f" ({r['deadline_status']})" if r.get("deadline_status") else ""),
             versions,
             (r["certificate_hash"] or r["error"] or "")[:16],
         )

@@ -10,6 +10,7 @@ import json
 
 from moe_unlearn.rundir import BASE_FILE, stage_file
 from moe_unlearn.storage.registry import Registry, now
+from moe_unlearn.unlearning.requests import deadline_state
 
 
 def version_summary(manifest: dict | None) -> dict | None:
@@ -68,14 +69,15 @@ def build_certificate(
                 " The records included base-source records: the base model was retrained, and with it every "
                 "expert (they branch from it): a full rebuild."
             )
+    deadline, completed = request["deadline"], now()
     return {
         "type": "moe-unlearn deletion certificate",
         "request_id": request["id"],
         "kind": request["kind"],
         "requested_at": request["created_at"],
-        "deadline": request["deadline"],
-        "completed_at": now(),
-        "met_deadline": None if request["deadline"] is None else now() <= request["deadline"],
+        "deadline": deadline,
+        "completed_at": completed,
+        "met_deadline": None if deadline is None else deadline_state(deadline, "done", completed) == "met",
         "wall_seconds": round(wall_seconds, 2),
         "scope": {k: v for k, v in request["payload"].items() if k in ("how", "source", "sources", "experts")},
         "method": method,

@@ -16,7 +16,14 @@ from moe_unlearn.faults import crash_point
 from moe_unlearn.rundir import lock, read_current
 from moe_unlearn.storage.registry import Registry
 from moe_unlearn.unlearning.job import run_queue, would_retrain
-from moe_unlearn.unlearning.requests import drop_rows, new_request_id, parse_deadline, resolve_drop, resolve_forget
+from moe_unlearn.unlearning.requests import (
+    deadline_state,
+    drop_rows,
+    new_request_id,
+    parse_deadline,
+    resolve_drop,
+    resolve_forget,
+)
 
 METHODS = ("exact", "gradient-ascent", "nabla-tau")
 
@@ -175,6 +182,7 @@ def request_summary(r: dict) -> dict:
         "step": r["step"],
         "created_at": r["created_at"],
         "deadline": r["deadline"],
+        "deadline_status": deadline_state(r["deadline"], r["status"], r["finished_at"]),
         "finished_at": r["finished_at"],
         "records": r["payload"].get("records", len(r["payload"].get("sources", []))),
         "version_before": outcome.get("version_before"),

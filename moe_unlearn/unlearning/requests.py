@@ -36,6 +36,19 @@ def parse_deadline(deadline: str | None) -> str | None:
     return when.isoformat(timespec="seconds")
 
 
+def deadline_state(
+    deadline: str | None, status: str, finished_at: str | None, at: datetime | None = None
+) -> str | None:
+    """Where a request stands against its deadline: None (none set); a done request "met" or "missed" it
+    (finished by then or not); any other "pending" until the deadline passes, then "overdue"."""
+    if deadline is None:
+        return None
+    due = datetime.fromisoformat(deadline)
+    if status == "done" and finished_at is not None:
+        return "met" if datetime.fromisoformat(finished_at) <= due else "missed"
+    return "pending" if (at or datetime.now(timezone.utc)) <= due else "overdue"
+
+
 def read_ids_file(path: Path) -> dict[str, int]:
     """{record id: line} of a file of one id per line; blank lines and lines starting with '#' are skipped."""
     if not path.is_file():

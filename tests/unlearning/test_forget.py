@@ -87,6 +87,39 @@ def test_certificate_names_records_by_keyed_hash_only_and_the_chain_detects_edit
     assert not Run(run_dir).info()["certificate_chain_intact"]
 
 
+def test_deadlines_missed_and_overdue_show_in_the_certificate_and_the_registry(tiny_copy):
+    run = Run(tiny_copy)
+    late = run.forget(records=[run.registry.records(["weather"])[3].id], deadline="2001-01-01T09:00+02:00")
+    assert late["met_deadline"] is False
+    on_time = run.forget(records=[run.registry.records(["weather"])[4].id], deadline="2999-12-31")
+    assert on_time["met_deadline"] is True
+    run.registry.add_request("forget-queued", "forget", {"records": 1}, "2001-01-01T00:00:00+00:00")
+    run.registry.add_request("forget-fresh", "forget", {"records": 1}, "2999-01-01T00:00:00+00:00")
+    states = {r["id"]: r["deadline_status"] for r in Run(tiny_copy).requests()}
+    assert states[late["request_id"]] == "missed" and states[on_time["request_id"]] == "met"
+    assert states["forget-queued"] == "overdue" and states["forget-fresh"] == "pending"
+    listed = cli("registry", "--run-dir", tiny_copy, "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert {r["id"]: r["deadline_status"] for r in json.loads(listed.stdout)["requests"]} == states
+    shown = cli("registry", "--run-dir", tiny_copy)
+    assert "(overdue)" in shown.stdout and "(missed)" in shown.stdout
+
+
+def test_deadline_state_compares_times_not_strings():
+    from datetime import datetime, timezone
+
+    from moe_unlearn.unlearning.requests import deadline_state, parse_deadline
+
+    due = parse_deadline("2026-06-01T12:00+02:00")  # 10:00 UTC
+    assert deadline_state(due, "done", "2026-06-01T10:30:00+00:00") == "missed"  # a string compare says met
+    assert deadline_state(due, "done", "2026-06-01T09:59:00+00:00") == "met"
+    assert (
+        deadline_state(due, "failed", "2026-06-01T09:00:00+00:00", at=datetime(2026, 7, 1, tzinfo=timezone.utc))
+        == "overdue"
+    )
+    assert deadline_state(None, "done", None) is None
+
+
 def test_forgotten_content_is_refused_by_ingest_unless_allowed(tiny_copy, tmp_path):
     run = Run(tiny_copy)
     record = run.registry.records(["weather"])[5]
