@@ -46,6 +46,11 @@ def render_ingest(r: dict) -> None:
         out.print(f"added {r['records_added']:,} records to base source {r['source']!r} (trains the base model)")
     else:
         out.print(f"added {r['records_added']:,} records to source {r['source']!r} (expert {r['expert']!r})")
+    if r.get("integer_ids"):
+        out.print(
+            f"note: {r['integer_ids']:,} ids were JSON integers, stored as their decimal text "
+            '(the id 5 is "5" in `forget --record` and everywhere else)'
+        )
 
 
 def render_export(r: dict) -> None:

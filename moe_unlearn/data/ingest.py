@@ -103,7 +103,12 @@ def _txt_records(path: Path, source: str, on_read: Callable[[int], None] | None)
 
 
 def _jsonl_records(
-    path: Path, source: str, id_field: str, text_field: str, on_read: Callable[[int], None] | None
+    path: Path,
+    source: str,
+    id_field: str,
+    text_field: str,
+    on_read: Callable[[int], None] | None,
+    counts: dict[str, int] | None = None,
 ) -> Iterator[tuple[int, Record]]:
     """Yield (line, record) of a .jsonl file: one JSON object per non-blank line (ids not checked for repeats)."""
     for lineno, line in _lines(path, on_read):
@@ -130,6 +135,8 @@ def _jsonl_records(
         rid = obj[id_field]
         if isinstance(rid, bool) or not isinstance(rid, (str, int)):
             raise UserError(f"{where} field {id_field!r} must be a string or an integer, got {type(rid).__name__}")
+        if isinstance(rid, int) and counts is not None:
+            counts["integer_ids"] = counts.get("integer_ids", 0) + 1
         rid = str(rid)
         if not rid.strip():
             raise UserError(f"{where} empty id in field {id_field!r}")
@@ -146,6 +153,7 @@ def _unique_records(
     on_read: Callable[[int], None] | None = None,
     on_file: Callable[[Path], None] | None = None,
     nonempty: bool = False,
+    counts: dict[str, int] | None = None,
 ) -> Iterator[Record]:
     """Yield the records of `paths` in order, raising UserError at the first id seen before: "duplicate id"
     within a file, "already used at FILE:LINE" across files (and, with `nonempty`, for a file without any
@@ -158,7 +166,7 @@ def _unique_records(
         if path.suffix.lower() == ".txt":
             located = _txt_records(path, source, on_read)
         else:
-            located = _jsonl_records(path, source, id_field, text_field, on_read)
+            located = _jsonl_records(path, source, id_field, text_field, on_read, counts)
         found = 0
         for lineno, record in located:
             found += 1
@@ -192,8 +200,10 @@ def read_files(
     id_field: str = "id",
     text_field: str = "text",
     progress: Progress | None = None,
+    counts: dict[str, int] | None = None,
 ) -> Iterator[Record]:
     """Yield the records of several files in order (`id_field`/`text_field` as for `read_records`).
+    `counts["integer_ids"]`, if given, counts the JSON integer ids (stored as their decimal text).
 
     All paths are checked before any record is yielded; raises UserError also for a path given twice, for
     an id repeated across files (naming both places) and for a file without any record. With `progress`
@@ -208,7 +218,7 @@ def read_files(
             raise UserError(f"{path}: file given twice (also as {seen_paths[key]})")
         seen_paths[key] = path
     if progress is None:
-        yield from _unique_records(paths, source, id_field, text_field, nonempty=True)
+        yield from _unique_records(paths, source, id_field, text_field, nonempty=True, counts=counts)
         return
     task = progress.add_task(f"ingest {source}", total=sum(path.stat().st_size for path in paths))
     yield from _unique_records(
@@ -219,4 +229,5 @@ def read_files(
         on_read=lambda n: progress.advance(task, n),
         on_file=lambda path: progress.update(task, description=f"ingest {source}: {escape(path.name)}"),
         nonempty=True,
+        counts=counts,
     )

@@ -42,8 +42,8 @@ def ingest_files(
                 raise UserError(f"source {source!r} has role {info.role!r}, not {role!r}")
             if expert and info.expert != expert:
                 raise UserError(f"source {source!r} belongs to expert {info.expert!r}, not {expert!r}")
-        paths = [Path(f) for f in files]
-        records = read_files(paths, source, id_field=id_field, text_field=text_field, progress=progress)
+        paths, counts = [Path(f) for f in files], {"integer_ids": 0}
+        records = read_files(paths, source, id_field=id_field, text_field=text_field, progress=progress, counts=counts)
         n = registry.insert_records(records, allow_forgotten=allow_forgotten)
     info = next(s for s in registry.sources() if s.name == source)
-    return {"source": source, "expert": info.expert, "role": info.role, "records_added": n}
+    return {"source": source, "expert": info.expert, "role": info.role, "records_added": n, **counts}

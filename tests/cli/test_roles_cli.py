@@ -50,7 +50,29 @@ def _cells(line: str, bar: str) -> list[str]:
 def test_ingest_json_says_the_role(run_dir, tmp_path):
     (tmp_path / "more.txt").write_text("Reader, I married him.\n")
     result = cli("ingest", "--source", "gutenberg", tmp_path / "more.txt", "--run-dir", run_dir, "--json")
-    assert json.loads(result.stdout) == {"source": "gutenberg", "expert": "base", "role": "base", "records_added": 1}
+    assert json.loads(result.stdout) == {
+        "source": "gutenberg",
+        "expert": "base",
+        "role": "base",
+        "records_added": 1,
+        "integer_ids": 0,
+    }
+
+
+def test_integer_ids_are_stored_as_text_and_ingest_says_so(run_dir, tmp_path):
+    path = tmp_path / "mail.jsonl"
+    path.write_text(
+        json.dumps({"id": 5, "text": "see you at five"}) + "\n" + json.dumps({"id": "x", "text": "ok"}) + "\n"
+    )
+    result = cli("ingest", "--source", "mail", path, "--run-dir", run_dir)
+    assert result.returncode == 0, result.stderr
+    assert 'note: 1 ids were JSON integers, stored as their decimal text (the id 5 is "5"' in result.stdout
+    dry = cli("forget", "--record", "5", "--dry-run", "--run-dir", run_dir, "--json")
+    assert dry.returncode == 0, dry.stderr
+    clash = tmp_path / "clash.jsonl"
+    clash.write_text(json.dumps({"id": "7", "text": "a"}) + "\n" + json.dumps({"id": 7, "text": "b"}) + "\n")
+    refused = cli("ingest", "--source", "mail", clash, "--run-dir", run_dir)
+    assert refused.returncode == 2 and "duplicate id '7'" in refused.stderr
 
 
 @pytest.mark.parametrize(
