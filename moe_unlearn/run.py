@@ -186,7 +186,13 @@ class Run:
 
     def requests(self) -> list[dict]:
         """Every forget and drop request with its status, deadline and certificate hash."""
-        return [requests.request_summary(r) for r in self._open(None).requests()]
+        listed = [requests.request_summary(r) for r in self._open(None).requests()]
+        running = [r for r in listed if r["status"] == "running"]
+        if running:  # with nobody holding the lock, its job was killed: the next forget, drop, update or
+            dead = not rundir.job_running(self.run_dir)  # --resume finishes it
+            for r in running:
+                r["interrupted"] = dead
+        return listed
 
     def certificate(self, request_id: str) -> dict:
         """The certificate of a finished request, with its place in the hash chain."""

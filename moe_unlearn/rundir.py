@@ -143,6 +143,22 @@ def lock(run_dir: Path, wait: bool = False, console: Console | None = None) -> I
         yield
 
 
+def job_running(run_dir: Path) -> bool:
+    """Whether a job holds the run directory's lock now (a killed job's lock is released with its process).
+    Creates nothing."""
+    try:
+        f = open(Path(run_dir) / LOCK_FILE)  # noqa: SIM115 -- closed below; read-only: flock needs no write
+    except FileNotFoundError:
+        return False
+    with f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return True
+        fcntl.flock(f, fcntl.LOCK_UN)
+        return False
+
+
 def open_registry(run_dir: Path, cfg: Config | None) -> Registry:
     """The run directory's store. A missing one is created from `cfg` (with the built-in corpus unless
     `data.builtin=false`); without `cfg` it is a UserError. With `cfg`, its built-in corpus settings must

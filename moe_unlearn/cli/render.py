@@ -167,6 +167,12 @@ def render_registry(info: dict) -> None:
         out.print(_requests_table(info["requests"]))
         chain = "intact" if info["certificate_chain_intact"] else "BROKEN (an entry was edited or removed)"
         out.print(f"certificate chain: {chain}")
+        for r in info["requests"]:
+            if r.get("interrupted"):
+                out.print(
+                    f"request {r['id']} was interrupted at step {r['step']} (its job is gone): finish it with "
+                    f"`moe-unlearn forget --resume {r['id']}` (any forget, drop or update also does)"
+                )
 
 
 def _sources_table(info: dict) -> Table:
@@ -202,7 +208,8 @@ def _requests_table(requests: list[dict]) -> Table:
         versions = f"{r['version_before']} -> {r['version_after']}" if r["version_after"] is not None else ""
         table.add_row(
             r["id"],
-            r["status"] + (f" ({r['step']})" if r["status"] == "running" else ""),
+            ("interrupted" if r.get("interrupted") else r["status"])
+            + (f" ({r['step']})" if r["status"] == "running" else ""),
             f"{r['records']:,}",
             (r["deadline"] or "") + (f" ({r['deadline_status']})" if r.get("deadline_status") else ""),
             versions,

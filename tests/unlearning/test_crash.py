@@ -64,3 +64,25 @@ def test_running_the_same_command_again_finishes_the_interrupted_request(referen
     assert again.returncode == 0, again.stderr
     assert served_files(tiny_copy) == new_files
     assert [r["status"] for r in Run(tiny_copy).requests()] == ["done"]
+
+
+def test_registry_flags_a_request_whose_job_was_killed(reference, tiny_copy):
+    """A killed job leaves its request "running" in the store; `registry` says it is interrupted (the lock
+    is free: nobody is running it) and how to finish it. While a job holds the lock it is not flagged."""
+    import fcntl
+
+    from moe_unlearn.rundir import LOCK_FILE
+
+    ids, _, _ = reference
+    assert forget_cli(tiny_copy, "--record", ids[0], crash_at="after-switch").returncode == -signal.SIGKILL
+    (request,) = Run(tiny_copy).requests()
+    assert request["status"] == "running" and request["interrupted"] is True
+    listed = cli("registry", "--run-dir", tiny_copy, "--json")
+    assert json.loads(listed.stdout)["requests"][0]["interrupted"] is True
+    shown = cli("registry", "--run-dir", tiny_copy)
+    assert f"moe-unlearn forget --resume {request['id']}" in shown.stdout and "interrupted" in shown.stdout
+    with open(tiny_copy / LOCK_FILE, "w") as held:  # a job at work
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert Run(tiny_copy).requests()[0]["interrupted"] is False
+    assert forget_cli(tiny_copy, "--resume", request["id"]).returncode == 0
+    assert "interrupted" not in Run(tiny_copy).requests()[0]
