@@ -54,7 +54,7 @@ class Run:
         those into the next version without making it live (see `export_expert`) and returns
         {"version", "live": False, "trained", "remaining"}."""
         cfg = load_config(config, overrides)
-        with rundir.lock(self.run_dir):
+        with rundir.lock(self.run_dir, create=True):
             registry = self._open(cfg)
             check_expert_map(registry, cfg)
             return build_version(self.run_dir, registry, cfg, only=cfg.train.experts, console=self.console)
@@ -75,15 +75,27 @@ class Run:
         what changed."""
         check_name("source", source)
         check_role(role)  # before a new run directory is created
-        with rundir.lock(self.run_dir):
-            registry = self._open(None if self.exists() else load_config())  # new: default built-in corpus
-            fields = {"id_field": id_field, "text_field": text_field, "allow_forgotten": allow_forgotten}
-            return ingest_files(registry, source, files, expert=expert, role=role, console=self.console, **fields)
+        created = not self.exists()
+        there = set(self.run_dir.iterdir()) if self.run_dir.is_dir() else None
+        try:
+            with rundir.lock(self.run_dir, create=True):
+                registry = self._open(load_config() if created else None)  # new: the default built-in corpus
+                fields = {"id_field": id_field, "text_field": text_field, "allow_forgotten": allow_forgotten}
+                result = ingest_files(registry, source, files, expert=expert, role=role, console=self.console, **fields)
+        except UserError:
+            if created:  # a refused first ingest leaves no run directory behind
+                rundir.remove_new(self.run_dir, there)
+            raise
+        if created:  # said plainly: a mistyped --run-dir makes a new run with the built-in corpus
+            builtin = [s for s in registry.sources() if s.builtin]
+            records = sum(s.records for s in builtin)
+            result["created_run_dir"] = {"builtin_sources": len(builtin), "builtin_records": records}
+        return result
 
     def init(self, config: str | Path | None = None, overrides: Sequence[str] = ()) -> None:
         """Create the run directory (with the built-in corpus unless `data.builtin=false`) without training."""
         cfg = load_config(config, overrides)
-        with rundir.lock(self.run_dir):
+        with rundir.lock(self.run_dir, create=True):
             self._open(cfg)
 
     def update(self) -> dict:
@@ -109,7 +121,7 @@ class Run:
         goes live. Creates the run directory (with the built-in corpus) like `train` does."""
         cfg = load_config(config, overrides)
         checked, data = read_bundle(Path(bundle))  # before anything is created
-        with rundir.lock(self.run_dir):
+        with rundir.lock(self.run_dir, create=True):
             registry = self._open(cfg)
             check_expert_map(registry, cfg)
             return import_bundle(self.run_dir, registry, cfg, Path(bundle), checked, data)

@@ -16,6 +16,7 @@ Nothing else survives a scrub (`stray_files`).
 import fcntl
 import json
 import os
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -127,10 +128,13 @@ def read_manifest(vdir: Path) -> dict:
 
 
 @contextmanager
-def lock(run_dir: Path, wait: bool = False, console: Console | None = None) -> Iterator[None]:
+def lock(run_dir: Path, wait: bool = False, console: Console | None = None, create: bool = False) -> Iterator[None]:
     """One job at a time per run directory. Without `wait` a second one fails fast with a clear
-    message; with it, it queues behind the running job."""
+    message; with it, it queues behind the running job. Only with `create` may the run directory be new
+    (else a missing one is a UserError, and nothing is created: no directory, no lock file)."""
     run_dir = Path(run_dir)
+    if not create and not exists(run_dir):
+        raise UserError(f"no run directory at {run_dir}")
     run_dir.mkdir(parents=True, exist_ok=True)
     with open(run_dir / LOCK_FILE, "w") as f:
         try:
@@ -141,6 +145,19 @@ def lock(run_dir: Path, wait: bool = False, console: Console | None = None) -> I
             (console or Console(stderr=True)).print(f"waiting for the job running on {run_dir} ...")
             fcntl.flock(f, fcntl.LOCK_EX)
         yield
+
+
+def remove_new(run_dir: Path, there: set[Path] | None) -> None:
+    """Undo the creation of a run directory: what is in it now but not in `there` (None: it did not exist,
+    so remove it whole)."""
+    if there is None:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        return
+    for path in set(run_dir.iterdir()) - there:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
 
 
 def job_running(run_dir: Path) -> bool:

@@ -42,6 +42,13 @@ def render_training(m: dict) -> None:
 
 
 def render_ingest(r: dict) -> None:
+    if r.get("created_run_dir"):
+        c = r["created_run_dir"]
+        out.print(
+            f"created a new run directory holding the built-in corpus ({c['builtin_records']:,} records in "
+            f"{c['builtin_sources']} sources) and your records. Meant an existing run? Check --run-dir. "
+            "An empty run: `moe-unlearn init --run-dir DIR data.builtin=false`, then ingest."
+        )
     if r.get("role") == "base":
         out.print(f"added {r['records_added']:,} records to base source {r['source']!r} (trains the base model)")
     else:

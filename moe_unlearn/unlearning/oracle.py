@@ -57,7 +57,7 @@ def train_oracle(work_dir: Path) -> dict:
     `moe-unlearn init`, `ingest` and `train` do there)."""
     cfg = load_config(work_dir / CONFIG_FILE, ORACLE_OVERRIDES)
     run_dir, console = work_dir / "run", Console(stderr=True)
-    with lock(run_dir):
+    with lock(run_dir, create=True):
         registry = open_registry(run_dir, cfg)
         # Entries written before sources had a role are [source, expert].
         for source, expert, *role in json.loads((work_dir / "sources.json").read_text()):

@@ -90,6 +90,41 @@ def test_init_creates_an_empty_run_for_ingest_then_refuses_to_run_twice(tmp_path
     assert again.returncode == 2 and "already a run directory" in again.stderr
 
 
+def test_ingest_into_a_missing_run_directory_says_what_it_made_and_undoes_it_when_refused(tmp_path):
+    (tmp_path / "notes.txt").write_text("first note\n\nsecond note\n")
+    (tmp_path / "bad.jsonl").write_text('{"id": 1}\n')
+    typo = tmp_path / "chekpoints"
+    refused = cli("ingest", "--source", "notes", tmp_path / "bad.jsonl", "--run-dir", typo)
+    assert refused.returncode == 2 and not typo.exists()  # a refused first ingest leaves nothing behind
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "keep.txt").write_text("the user's own file")
+    assert cli("ingest", "--source", "notes", tmp_path / "bad.jsonl", "--run-dir", mine).returncode == 2
+    assert sorted(p.name for p in mine.iterdir()) == ["keep.txt"]  # only what the ingest made is removed
+    made = cli("ingest", "--source", "notes", tmp_path / "notes.txt", "--run-dir", typo, "--json")
+    assert made.returncode == 0, made.stderr
+    created = json.loads(made.stdout)["created_run_dir"]
+    assert created["builtin_records"] > 1000 and created["builtin_sources"] >= 4
+    said = cli("ingest", "--source", "more", tmp_path / "notes.txt", "--run-dir", tmp_path / "other")
+    assert "created a new run directory holding the built-in corpus" in said.stdout and "--run-dir" in said.stdout
+    (tmp_path / "later.txt").write_text("a later note\n")
+    again = cli("ingest", "--source", "notes", tmp_path / "later.txt", "--run-dir", typo, "--json")
+    assert again.returncode == 0, again.stderr
+    assert "created_run_dir" not in json.loads(again.stdout)
+
+
+@pytest.mark.parametrize(
+    "command", [["verify"], ["update"], ["registry"], ["generate", "x"], ["audit", "--request", "r"]]
+)
+def test_commands_that_need_a_run_create_nothing_when_there_is_none(tmp_path, command):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for run_dir in (tmp_path / "missing", empty):
+        result = cli(*command, "--run-dir", run_dir)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "missing").exists() and list(empty.iterdir()) == []
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
