@@ -27,7 +27,7 @@ from rich.console import Console
 from moe_unlearn.config import Config
 from moe_unlearn.data.corpus import PUBLIC, base_corpus_domains, generate_corpus
 from moe_unlearn.errors import UserError
-from moe_unlearn.storage.registry import Registry
+from moe_unlearn.storage.registry import KEY_FILE, Registry
 
 DEFAULT_RUN_DIR = Path("checkpoints/default")
 REGISTRY_FILE = "registry.db"
@@ -260,10 +260,10 @@ def _create(run_dir: Path, cfg: Config) -> None:
 
 
 def allowed_files(run_dir: Path) -> set[Path]:
-    """Every file a run directory may hold: the registry, the lock, the pointer, the served version and
-    the audit reports."""
+    """Every file a run directory may hold: the registry and its key, the lock, the pointer, the served
+    version and the audit reports."""
     run_dir = Path(run_dir)
-    keep = {run_dir / name for name in (*REGISTRY_FILES, LOCK_FILE, CURRENT)}
+    keep = {run_dir / name for name in (*REGISTRY_FILES, KEY_FILE, LOCK_FILE, CURRENT)}
     current = read_current(run_dir)
     if current is not None:
         vdir = version_dir(run_dir, current)

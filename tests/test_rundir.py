@@ -10,7 +10,13 @@ import pytest
 from moe_unlearn import Run, UserError, rundir
 
 # What a trained run directory held before rundir.py existed (release of 2026-12-02 and earlier).
-TOP = {"registry.db", "current", "lock", "versions"}
+TOP = {
+    "registry.db",
+    "current",
+    "lock",
+    "versions",
+    "hmac.key",
+}  # hmac.key: since issue [4/5] (the key out of registry.db)
 VERSION = {"config.yaml", "manifest.json", "experts", "router"}
 MANIFEST_KEYS = {"version", "parent", "config_sha256", "config_file_sha256", "environment", "experts", "files"}
 

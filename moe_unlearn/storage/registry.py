@@ -13,10 +13,11 @@ new version is live, with `secure_delete` so the bytes are overwritten, not just
 import hashlib
 import hmac
 import json
+import os
 import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -58,6 +59,9 @@ ROLES = ("expert", "base")
 BASE = "base"  # the role, and the name of the experts row its sources map to
 
 GENESIS = "0" * 64  # prev_hash of the first certificate
+KEY_FILE = "hmac.key"  # beside registry.db: the key of the keyed hashes (see Registry._load_key)
+KEY_ENV = "MOE_UNLEARN_HMAC_KEY_FILE"
+REDACTED = "hmac:"  # a finished request's record ids are kept as this + their keyed hash
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
@@ -82,6 +86,22 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
+def _write_key(path: Path, key_hex: str) -> None:
+    """Create the key file (mode 600), whole or not at all, unless another process just did."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key_hex + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+    try:
+        os.link(tmp, path)  # atomic, and refuses to replace a key another process wrote first
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink()
+
+
 class Registry:
     """The run directory's database. Open it with `Registry(path)`; it creates the schema if new."""
 
@@ -92,10 +112,33 @@ class Registry:
         self.db.execute("PRAGMA foreign_keys=ON")
         self.db.execute("PRAGMA secure_delete=ON")
         self.db.executescript(SCHEMA)
-        if self.get_meta("hmac_key") is None:
-            with self.transaction():
-                self.db.execute("INSERT OR IGNORE INTO meta VALUES ('hmac_key', ?)", (secrets.token_hex(32),))
-        self._key = bytes.fromhex(self.get_meta("hmac_key"))
+        self._key: bytes | None = None  # loaded when first needed: reading a registry writes nothing
+
+    def _load_key(self) -> bytes:
+        """The key of the keyed hashes, kept out of the database (whoever holds a copy of it could test a
+        guessed text against the hashes of forgotten records): the file `$MOE_UNLEARN_HMAC_KEY_FILE` names
+        (the operator's, kept elsewhere), else KEY_FILE beside the database, readable by its owner only.
+        The database keeps the key's sha256 to refuse a missing or wrong key; a key still in the database
+        (run directories made before) is moved out on first open."""
+        path = Path(os.environ[KEY_ENV]) if os.environ.get(KEY_ENV) else self.path.parent / KEY_FILE
+        fingerprint, inside = self.get_meta("hmac_key_sha256"), self.get_meta("hmac_key")
+        if not path.is_file():
+            if os.environ.get(KEY_ENV):
+                raise UserError(f"{KEY_ENV} names {path}, which is not a file")
+            if fingerprint is not None:
+                raise UserError(f"the key of this run directory's hashes is missing: restore {path} (or set {KEY_ENV})")
+            _write_key(path, inside or secrets.token_hex(32))
+        if path.stat().st_mode & 0o077:
+            raise UserError(f"key file {path} is readable by others: chmod 600 {path}")
+        key = path.read_text().strip()
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        if (fingerprint or digest) != digest or (inside or key) != key:
+            raise UserError(f"key file {path} does not hold this run directory's key")
+        if fingerprint is None or inside is not None:
+            with nullcontext() if self.db.in_transaction else self.transaction():
+                self.set_meta("hmac_key_sha256", digest)
+                self.db.execute("DELETE FROM meta WHERE key = 'hmac_key'")  # secure_delete: overwritten
+        return bytes.fromhex(key)
 
     def close(self) -> None:
         self.db.close()
@@ -131,7 +174,13 @@ class Registry:
 
     def keyed_hash(self, text: str) -> str:
         """HMAC-SHA256 of the text with this run directory's key (hex): names a record without its text."""
+        if self._key is None:
+            self._key = self._load_key()
         return hmac.new(self._key, text.encode("utf-8"), hashlib.sha256).hexdigest()
+
+    def id_hash(self, record_id: str) -> str:
+        """The keyed hash naming a record id where the id itself must not stay (ids can be personal data)."""
+        return self.keyed_hash(f"record-id\x00{record_id}")
 
     # --- experts and sources --------------------------------------------------------------------
 
@@ -335,17 +384,30 @@ class Registry:
         )
 
     def forgotten_by(self, record_ids: Iterable[str]) -> dict[str, str]:
-        """{record id: request id} for ids that a finished or unfinished request already forgets."""
+        """{record id: request id} for ids that a finished or unfinished request already forgets (a finished
+        one holds the id's keyed hash only: see `redact_request_records`)."""
         found = {}
         for record_id in record_ids:
             row = self.db.execute(
                 "SELECT r.request_id FROM request_records r JOIN requests q ON q.id = r.request_id "
-                "WHERE r.record_id = ? AND q.status != 'failed' ORDER BY q.created_at DESC",
-                (record_id,),
+                "WHERE r.record_id IN (?, ?) AND q.status != 'failed' ORDER BY q.created_at DESC",
+                (record_id, REDACTED + self.id_hash(record_id)),
             ).fetchone()
             if row:
                 found[record_id] = row[0]
         return found
+
+    def redact_request_records(self, request_id: str) -> None:
+        """Replace a finished request's record ids by their keyed hashes: the certificate has been written
+        and nothing needs the ids again."""
+        rows = self.db.execute(
+            "SELECT record_id FROM request_records WHERE request_id = ? AND record_id NOT LIKE ?",
+            (request_id, REDACTED + "%"),
+        ).fetchall()
+        self.db.executemany(
+            "UPDATE request_records SET record_id = ? WHERE request_id = ? AND record_id = ?",
+            [(REDACTED + self.id_hash(i), request_id, i) for (i,) in rows],
+        )
 
     def request_records(self, request_id: str) -> list[tuple[str, str, str]]:
         rows = self.db.execute(

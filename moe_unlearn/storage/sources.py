@@ -46,4 +46,5 @@ def ingest_files(
         records = read_files(paths, source, id_field=id_field, text_field=text_field, progress=progress, counts=counts)
         n = registry.insert_records(records, allow_forgotten=allow_forgotten)
     info = next(s for s in registry.sources() if s.name == source)
-    return {"source": source, "expert": info.expert, "role": info.role, "records_added": n, **counts}
+    noted = {k: v for k, v in counts.items() if v}  # integer_ids only when there were some
+    return {"source": source, "expert": info.expert, "role": info.role, "records_added": n, **noted}

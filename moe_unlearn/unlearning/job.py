@@ -160,7 +160,7 @@ def _certify(
             trained = manifest["trained"] if manifest is not None and after_n != before_n else []
             rows = [
                 {
-                    "id": record_id,
+                    "id_hash": registry.id_hash(record_id),
                     "source": source,
                     "keyed_hash": digest,
                     "held_out": bool(cfg) and is_heldout(record_id, cfg.seed, cfg.data.heldout_fraction),
@@ -179,6 +179,7 @@ def _certify(
                 method=method,
             )
             chain_hash = certify(registry, request["id"], body)
+            registry.redact_request_records(request["id"])
             extra = {"audit": measured} if request["id"] in audited else {}
             registry.update_request(
                 request["id"],

@@ -55,7 +55,6 @@ def test_ingest_json_says_the_role(run_dir, tmp_path):
         "expert": "base",
         "role": "base",
         "records_added": 1,
-        "integer_ids": 0,
     }
 
 

@@ -41,7 +41,7 @@ def test_ingest_round_trip_with_keyed_hashes(empty_run, tmp_path):
     jsonl = tmp_path / "a.jsonl"
     jsonl.write_text('{"id": "r1", "text": "alpha beta"}\n{"id": 2, "text": "gamma", "source": "mail"}\n')
     result = empty_run.ingest("mail", [jsonl])
-    assert result == {"source": "mail", "expert": "mail", "role": "expert", "records_added": 2}
+    assert result == {"source": "mail", "expert": "mail", "role": "expert", "records_added": 2, "integer_ids": 1}
     db = sqlite3.connect(empty_run.run_dir / "registry.db")
     rows = db.execute("SELECT id, source, hash, text FROM records ORDER BY id").fetchall()
     assert [(r[0], r[1], r[3]) for r in rows] == [("2", "mail", "gamma"), ("r1", "mail", "alpha beta")]
@@ -93,6 +93,10 @@ def test_bad_ingest_through_the_cli_is_exit_2_and_names_the_line(tmp_path):
     assert result.returncode == 2
     assert "bad.jsonl:2:" in result.stderr and "UTF-8" in result.stderr
     assert cli("ingest", "--source", "web", tmp_path / "missing.txt", "--run-dir", run_dir).returncode == 2
+    assert not run_dir.exists()  # a refused first ingest leaves no run directory (defect 9 of issue [4/5])
+    (tmp_path / "ok.txt").write_text("fine\n")
+    assert cli("ingest", "--source", "notes", tmp_path / "ok.txt", "--run-dir", run_dir).returncode == 0
+    assert cli("ingest", "--source", "web", bad, "--run-dir", run_dir).returncode == 2
     info = json.loads(cli("registry", "--run-dir", run_dir, "--json").stdout)
     assert "web" not in [s["name"] for s in info["sources"]]  # the new source itself was rolled back
 

@@ -221,7 +221,7 @@ def test_a_request_arriving_while_a_job_runs_queues_and_is_not_lost(tiny_copy):
     out = proc.stdout.read()
     assert proc.wait(timeout=120) == 0, "".join(err_lines)
     reader.join(timeout=10)
-    assert json.loads(out)["records"][0]["id"] == record
+    assert json.loads(out)["records"][0]["id_hash"] == Run(tiny_copy).registry.id_hash(record)
     assert Run(tiny_copy).requests()[0]["status"] == "done"
 
 
