@@ -161,7 +161,7 @@ def server(run_dir: Path, batch_size: int, batch_timeout: float, log: Path, extr
     with socket.socket() as s:
         s.bind((HOST, 0))
         port = s.getsockname()[1]
-    args = ["--run-dir", run_dir, "--host", HOST, "--port", port, "--max-batch-size", batch_size]
+    args = ["--run-dir", Path(run_dir).resolve(), "--host", HOST, "--port", port, "--max-batch-size", batch_size]
     args += ["--batch-timeout", batch_timeout, "--no-access-log", "--log-level", "warning", *extra]
     if code is None:
         args += ["--decode-slots", batch_size]

@@ -48,6 +48,26 @@ def draw(log_p: torch.Tensor, temperature: float, top_k: int, generator: torch.G
     return byte if byte < len(cdf) else int(probs.nonzero()[-1])  # u rounded up to the total: the last byte
 
 
+def draw_rows(
+    log_p: torch.Tensor, temperature: torch.Tensor, top_k: torch.Tensor, uniform: torch.Tensor
+) -> torch.Tensor:
+    """`draw` for many rows at once: log_p (n, 256), each row's temperature (n,), top_k (n,) and uniform
+    draw in [0, 1) (n,) (a greedy row's is ignored); returns the bytes (n,). Row by row the same
+    arithmetic as `draw`, and no row's result depends on another's (row-wise ops on one shape)."""
+    greedy = temperature <= 0
+    logits = log_p / torch.where(greedy, 1.0, temperature)[:, None]
+    if bool((top_k > 0).any()):
+        k = torch.where(top_k > 0, top_k, logits.shape[-1]).clamp(max=logits.shape[-1])
+        kth = logits.sort(dim=-1, descending=True).values.gather(1, (k - 1)[:, None])
+        logits = logits.masked_fill(logits < kth, -math.inf)
+    probs = logits.softmax(-1)
+    cdf = probs.cumsum(-1)
+    byte = torch.searchsorted(cdf, (uniform[:, None] * cdf[:, -1:]).contiguous(), right=True)[:, 0]
+    last = 255 - probs.flip(-1).ne(0).to(torch.int8).argmax(-1)  # u rounded up to the total: the last byte
+    byte = torch.where(byte < cdf.shape[-1], byte, last)
+    return torch.where(greedy, log_p.argmax(-1), byte)
+
+
 class Rows:
     """The slots a step works on: `index` (n,) for writes, `view` for reads (a slice when the slots are
     consecutive, so that reading their caches copies nothing)."""

@@ -31,7 +31,7 @@ from moe_unlearn.errors import UserError
 from moe_unlearn.models.loading import CurrentModel
 from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.rundir import CONFIG_FILE, read_current, read_manifest, version_dir
-from moe_unlearn.serving.engine import Drawn, EngineError, collect, decode
+from moe_unlearn.serving.engine import Drawn, EngineError, collect, decode, engine_alive
 from moe_unlearn.serving.schemas import GenerateRequest, ScoreRequest
 from moe_unlearn.storage.versions import checked_bytes, sha256_bytes
 
@@ -134,7 +134,8 @@ class EngineRoute(ls.LitAPI):
         pass
 
     def health(self) -> bool:
-        return self.version_health.ok()
+        """The served version checks, and the engine answers (a dead engine fails every generation)."""
+        return self.version_health.ok() and engine_alive(self.engine_address)
 
     async def sample(self, prompt: bytes, max_new_bytes: int, temperature: float, top_k: int, seed: int):
         """The engine's answer (engine.decode: the header, then pieces of rows [byte, *weights]); an

@@ -39,7 +39,7 @@ from pathlib import Path
 import torch
 
 from moe_unlearn.errors import UserError
-from moe_unlearn.models.decoding import Decoder, draw
+from moe_unlearn.models.decoding import Decoder, draw, draw_rows
 from moe_unlearn.models.loading import CurrentModel
 from moe_unlearn.models.moe import MixtureOfExperts
 
@@ -92,17 +92,22 @@ class Engine:
         """Run until `stop()` is true (checked at least every half second)."""
         listener.setblocking(False)
         self.selector.register(listener, selectors.EVENT_READ, None)
-        while not stop():
-            busy = any(v.active() for v in self.versions.values())
-            for key, _ in self.selector.select(timeout=0 if busy else 0.5):
-                if key.fileobj is listener:
-                    conn, _ = listener.accept()
-                    conn.setblocking(False)
-                    self.selector.register(conn, selectors.EVENT_READ, bytearray())
-                else:
-                    self._read(key.fileobj, key.data)
-            self._admit()
-            self._step()
+        try:
+            while not stop():
+                busy = any(v.active() for v in self.versions.values())
+                for key, _ in self.selector.select(timeout=0 if busy else 0.5):
+                    if key.fileobj is listener:
+                        conn, _ = listener.accept()
+                        conn.setblocking(False)
+                        self.selector.register(conn, selectors.EVENT_READ, bytearray())
+                    else:
+                        self._read(key.fileobj, key.data)
+                self._admit()
+                self._step()
+        finally:
+            for key in list(self.selector.get_map().values()):
+                key.fileobj.close()
+            self.selector.close()
 
     def _read(self, conn: socket.socket, buffer: bytearray) -> None:
         """A request line, or the end of a connection (its request cancelled)."""
@@ -182,16 +187,35 @@ class Engine:
                     self._answer(seq.conn, {"error": f"decoding failed: {e}", "status": 500}, close=True)
                 del self.versions[version]
                 continue
+            drawn = self._draw_every_slot(slots, log_p) if slots.decoder.invariant else [None]
             for i, row in enumerate(rows):
                 if slots.rows[row] is not None:
-                    self._emit(slots, row, log_p[i], weights[i])
+                    self._emit(slots, row, log_p[i], weights[i], drawn[i])
         for version in [v for v, slots in self.versions.items() if v != self.served and not slots.active()]:
             del self.versions[version]
 
-    def _emit(self, slots: VersionSlots, slot: int, log_p: torch.Tensor, weights: torch.Tensor) -> None:
-        """Draw slot's next byte and send it; finish the request when it has all its bytes."""
+    @staticmethod
+    def _draw_every_slot(slots: VersionSlots, log_p: torch.Tensor) -> list[int]:
+        """Every slot's next byte in one batched draw (idle slots draw too: one shape, whatever is under
+        way), each active one with its own temperature, top-k and seeded generator."""
+        idle = Sequence(None, None, 1.0, 0, 0)
+        rows = [r or idle for r in slots.rows]
+        uniform = torch.cat(
+            [
+                torch.rand(1, generator=r.generator) if r.temperature > 0 and r.generator else torch.full((1,), 0.5)
+                for r in rows
+            ]
+        )
+        temperature = torch.tensor([r.temperature for r in rows])
+        top_k = torch.tensor([r.top_k for r in rows])
+        return draw_rows(log_p, temperature, top_k, uniform).tolist()
+
+    def _emit(
+        self, slots: VersionSlots, slot: int, log_p: torch.Tensor, weights: torch.Tensor, byte: int | None = None
+    ) -> None:
+        """Send slot's next byte (drawn now unless given); finish the request when it has all its bytes."""
         seq = slots.rows[slot]
-        seq.last = draw(log_p, seq.temperature, seq.top_k, seq.generator)
+        seq.last = draw(log_p, seq.temperature, seq.top_k, seq.generator) if byte is None else byte
         seq.remaining -= 1
         if not self._send(seq.conn, json.dumps([seq.last, *weights.tolist()]).encode() + b"\n"):
             return
@@ -322,6 +346,17 @@ async def decode(address: str, prompt: bytes, max_new_bytes: int, temperature: f
                 yield rows
     finally:
         writer.close()
+
+
+def engine_alive(address: str) -> bool:
+    """Whether an engine listens at `address` (a connection opened and closed: no request)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(address)
+        except OSError:
+            return False
+    return True
 
 
 class EngineError(Exception):

@@ -151,6 +151,15 @@ def go_live(
     return manifest
 
 
+def tidy_after_switch(run_dir: Path, current: int) -> None:
+    """What `go_live` does after its switch, for a process killed right after it: the served version's
+    progress file and the older versions go (an unfinished newer build stays: it may be resumed)."""
+    (version_dir(run_dir, current) / PROGRESS_FILE).unlink(missing_ok=True)
+    for v in version_numbers(run_dir):
+        if v < current:
+            shutil.rmtree(version_dir(run_dir, v), ignore_errors=True)
+
+
 def remove_other_versions(run_dir: Path, keep: int) -> None:
     for v in version_numbers(run_dir):
         if v != keep:

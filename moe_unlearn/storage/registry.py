@@ -13,54 +13,22 @@ new version is live, with `secure_delete` so the bytes are overwritten, not just
 import hashlib
 import hmac
 import json
-import os
-import secrets
 import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
 from moe_unlearn.data.records import Record
 from moe_unlearn.errors import UserError
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS experts (
-    name TEXT PRIMARY KEY, position INTEGER UNIQUE NOT NULL, added_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sources (
-    name TEXT PRIMARY KEY, expert TEXT NOT NULL REFERENCES experts(name),
-    builtin INTEGER NOT NULL, added_at TEXT NOT NULL, role TEXT NOT NULL DEFAULT 'expert');
-CREATE TABLE IF NOT EXISTS records (
-    id TEXT PRIMARY KEY, source TEXT NOT NULL REFERENCES sources(name),
-    hash TEXT NOT NULL, text TEXT NOT NULL, added_at TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS records_by_source ON records(source);
-CREATE TABLE IF NOT EXISTS versions (n INTEGER PRIMARY KEY, created_at TEXT NOT NULL, manifest TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS requests (
-    id TEXT PRIMARY KEY, kind TEXT NOT NULL, status TEXT NOT NULL, step TEXT NOT NULL,
-    created_at TEXT NOT NULL, deadline TEXT, started_at TEXT, finished_at TEXT,
-    payload TEXT NOT NULL, result TEXT, error TEXT);
-CREATE TABLE IF NOT EXISTS request_records (
-    request_id TEXT NOT NULL REFERENCES requests(id), record_id TEXT NOT NULL,
-    source TEXT NOT NULL, hash TEXT NOT NULL, PRIMARY KEY (request_id, record_id));
-CREATE TABLE IF NOT EXISTS tombstones (record_id TEXT PRIMARY KEY, request_id TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS retired (
-    kind TEXT NOT NULL, name TEXT NOT NULL, request_id TEXT NOT NULL, PRIMARY KEY (kind, name));
-CREATE TABLE IF NOT EXISTS forgotten (hash TEXT PRIMARY KEY, request_id TEXT NOT NULL, forgotten_at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS forgotten_overrides (
-    hash TEXT NOT NULL, record_id TEXT NOT NULL, source TEXT NOT NULL, at TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS certificates (
-    seq INTEGER PRIMARY KEY, request_id TEXT NOT NULL, created_at TEXT NOT NULL,
-    body TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
-"""
+from moe_unlearn.storage.keys import KEY_ENV, KEY_FILE, load_key  # noqa: F401 -- KEY_*: this module's API too
+from moe_unlearn.storage.schema import SCHEMA
 
 ROLES = ("expert", "base")
 BASE = "base"  # the role, and the name of the experts row its sources map to
 
 GENESIS = "0" * 64  # prev_hash of the first certificate
-KEY_FILE = "hmac.key"  # beside registry.db: the key of the keyed hashes (see Registry._load_key)
-KEY_ENV = "MOE_UNLEARN_HMAC_KEY_FILE"
 REDACTED = "hmac:"  # a finished request's record ids are kept as this + their keyed hash
 
 NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
@@ -86,22 +54,6 @@ def check_name(kind: str, name: str) -> str:
     return name
 
 
-def _write_key(path: Path, key_hex: str) -> None:
-    """Create the key file (mode 600), whole or not at all, unless another process just did."""
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(key_hex + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-    try:
-        os.link(tmp, path)  # atomic, and refuses to replace a key another process wrote first
-    except FileExistsError:
-        pass
-    finally:
-        tmp.unlink()
-
-
 class Registry:
     """The run directory's database. Open it with `Registry(path)`; it creates the schema if new."""
 
@@ -113,32 +65,6 @@ class Registry:
         self.db.execute("PRAGMA secure_delete=ON")
         self.db.executescript(SCHEMA)
         self._key: bytes | None = None  # loaded when first needed: reading a registry writes nothing
-
-    def _load_key(self) -> bytes:
-        """The key of the keyed hashes, kept out of the database (whoever holds a copy of it could test a
-        guessed text against the hashes of forgotten records): the file `$MOE_UNLEARN_HMAC_KEY_FILE` names
-        (the operator's, kept elsewhere), else KEY_FILE beside the database, readable by its owner only.
-        The database keeps the key's sha256 to refuse a missing or wrong key; a key still in the database
-        (run directories made before) is moved out on first open."""
-        path = Path(os.environ[KEY_ENV]) if os.environ.get(KEY_ENV) else self.path.parent / KEY_FILE
-        fingerprint, inside = self.get_meta("hmac_key_sha256"), self.get_meta("hmac_key")
-        if not path.is_file():
-            if os.environ.get(KEY_ENV):
-                raise UserError(f"{KEY_ENV} names {path}, which is not a file")
-            if fingerprint is not None:
-                raise UserError(f"the key of this run directory's hashes is missing: restore {path} (or set {KEY_ENV})")
-            _write_key(path, inside or secrets.token_hex(32))
-        if path.stat().st_mode & 0o077:
-            raise UserError(f"key file {path} is readable by others: chmod 600 {path}")
-        key = path.read_text().strip()
-        digest = hashlib.sha256(key.encode()).hexdigest()
-        if (fingerprint or digest) != digest or (inside or key) != key:
-            raise UserError(f"key file {path} does not hold this run directory's key")
-        if fingerprint is None or inside is not None:
-            with nullcontext() if self.db.in_transaction else self.transaction():
-                self.set_meta("hmac_key_sha256", digest)
-                self.db.execute("DELETE FROM meta WHERE key = 'hmac_key'")  # secure_delete: overwritten
-        return bytes.fromhex(key)
 
     def close(self) -> None:
         self.db.close()
@@ -175,7 +101,7 @@ class Registry:
     def keyed_hash(self, text: str) -> str:
         """HMAC-SHA256 of the text with this run directory's key (hex): names a record without its text."""
         if self._key is None:
-            self._key = self._load_key()
+            self._key = load_key(self)
         return hmac.new(self._key, text.encode("utf-8"), hashlib.sha256).hexdigest()
 
     def id_hash(self, record_id: str) -> str:

@@ -3,6 +3,7 @@
 version directory consistent through all of it).
 """
 
+import errno
 import hashlib
 import time
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.loading import compose, join_stage, split_stage
 from moe_unlearn.models.mixing import saved_settings
 from moe_unlearn.models.mixing import settings as mixing_settings
-from moe_unlearn.rundir import BASE_FILE, CONFIG_FILE, version_dir
+from moe_unlearn.rundir import BASE_FILE, CONFIG_FILE, read_current, version_dir
 from moe_unlearn.storage.builds import (
     go_live,
     link,
@@ -27,6 +28,7 @@ from moe_unlearn.storage.builds import (
     record_progress,
     served_files,
     start_build,
+    tidy_after_switch,
     unfinished_build,
 )
 from moe_unlearn.storage.registry import BASE, Registry, now
@@ -59,7 +61,24 @@ class Build:
         return self.vdir / path, self.done[path]
 
 
-def build_version(
+def build_version(run_dir: Path, registry: Registry, cfg: Config, **kwargs) -> dict:
+    """`_build_version`, with a full disk said in one line: the build stops where it is, the served
+    version is untouched, and the same command (or `--resume`) picks the build up once there is room."""
+    try:
+        return _build_version(run_dir, registry, cfg, **kwargs)
+    except OSError as e:
+        if e.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        served = read_current(run_dir)
+        raise UserError(
+            f"no space left on the device of {run_dir} while building the next version: "
+            f"{'version ' + str(served) if served is not None else 'nothing'} is still served, and what was built "
+            "so far is kept; free some space and run the same command again (a forget: `moe-unlearn forget "
+            "--resume ID`, see `moe-unlearn registry`)"
+        ) from None
+
+
+def _build_version(
     run_dir: Path,
     registry: Registry,
     cfg: Config,
@@ -103,6 +122,8 @@ def build_version(
     mixing = mixing_settings(cfg.model.mixing, cfg.model.router.top_k, has_base=any(j.kind == "base" for j in jobs))
     same_mixing = saved_settings(old) == mixing
     if current is not None and len(reusable) == len(jobs) and old.get("experts") == experts and same_mixing:
+        if is_primary(cfg):
+            tidy_after_switch(run_dir, current)
         console.print(f"Version {current} is up to date: nothing to train.")
         return old
 

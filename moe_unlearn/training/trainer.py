@@ -30,7 +30,7 @@ from moe_unlearn.data.examples import BOS
 from moe_unlearn.data.records import Record
 from moe_unlearn.data.splits import seed_for, unit_hash
 from moe_unlearn.errors import UserError
-from moe_unlearn.faults import ENV, crash_point
+from moe_unlearn.faults import armed, die
 from moe_unlearn.models.expert import ByteTransformer
 from moe_unlearn.models.router import FeatureRouter, Router, feature_size
 from moe_unlearn.training.distributed import check_followers, multi_process
@@ -51,14 +51,11 @@ warnings.filterwarnings("ignore", message=".*distributed.nn.functional.all_gathe
 
 
 class CrashMidTraining(L.Callback):
-    """Calls `crash_point(step)` after the second optimizer step of a fit."""
-
-    def __init__(self, step: str):
-        self.step = step
+    """Dies (SIGKILL) after the second optimizer step of the fit it is given to."""
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
         if trainer.global_step >= 2:
-            crash_point(self.step)
+            die()
 
 
 class ExamplesSeen(L.Callback):
@@ -111,9 +108,8 @@ class TrainingBar(RichProgressBar):
 
 
 def training_callbacks(kind: str) -> list[L.Callback]:
-    """The crash callback for this kind of fit ("expert" or "router"), only when a test asks for it."""
-    step = "mid-router-stage" if kind == "router" else "mid-expert-training"
-    return [CrashMidTraining(step)] if os.environ.get(ENV) == step else []
+    """The crash callback for this fit ("expert", "base" or "router"), only when a test asks for it here."""
+    return [CrashMidTraining()] if armed(f"mid-{kind}-training" if kind != "router" else "mid-router-stage") else []
 
 
 def configure_torch(cfg: Config) -> None:
@@ -193,7 +189,7 @@ def fit_head(
     configured = build_optimizer(list(module.parameters()), optim, max(1, total), fused=cuda)
     optimizer, scheduler = fabric.setup_optimizers(configured["optimizer"]), configured["lr_scheduler"]["scheduler"]
     inputs, labels = (torch.stack(t) for t in zip(*data.dataset.examples, strict=True))  # one shape: a FeatureRouter's
-    crash = os.environ.get(ENV) == "mid-router-stage"
+    crash = armed("mid-router-stage")
     module.train()
     step, epoch = 0, 0
     while step < total:
@@ -212,7 +208,7 @@ def fit_head(
                 fabric.log_dict({"epoch": epoch, **{k: v.item() for k, v in metrics().items()}}, step=step)
             step += 1
             if crash and step >= 2:
-                crash_point("mid-router-stage")
+                die()
             if step >= total:
                 break
         epoch += 1

@@ -86,6 +86,7 @@ def _run_job(run_dir: Path, registry: Registry, console: Console) -> list[str]:
     measured: dict = {}
 
     def audit(after: int) -> None:
+        crash_point("mid-measure")
         measured.update(
             audit_numbers(run_dir, registry, cfg, audited, job[0]["result"]["version_before"], after, console)
         )
@@ -113,6 +114,7 @@ def _run_job(run_dir: Path, registry: Registry, console: Console) -> list[str]:
     _set_step(registry, ids, "scrubbed")
     console.print(f"scrubbed {deleted:,} record rows; the run directory holds only the served version")
 
+    crash_point("before-certify")
     _certify(run_dir, registry, cfg, job, manifest, method, audited, measured)
     return ids
 

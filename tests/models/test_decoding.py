@@ -3,11 +3,13 @@
 Every mixture kind is covered: the router's top-k, the posterior without and with a base, and a router
 on the base's features (which makes the base run on every byte)."""
 
+import math
+
 import pytest
 import torch
 
 from moe_unlearn.config import MixingConfig, RouterModelConfig
-from moe_unlearn.models.decoding import Decoder
+from moe_unlearn.models.decoding import Decoder, draw, draw_rows
 from moe_unlearn.models.moe import MixtureOfExperts
 from moe_unlearn.models.router import FeatureRouter, feature_size
 from tests.models.test_mixing import POSTERIOR, posterior_moe
@@ -152,3 +154,20 @@ def test_an_invariant_decoder_row_is_bit_for_bit_independent_of_the_other_rows(m
         log_p, w = (t[0] for t in plain.advance([0], [int(p.argmax())]))
     with pytest.raises(ValueError, match="every slot"):
         Decoder(moe, slots=2, invariant=True).advance([1], [0])
+
+
+def test_draw_rows_draws_what_draw_draws_row_by_row() -> None:
+    """The engine's batched sampler: for every row the byte `draw` gives with the same generator state."""
+    torch.manual_seed(0)
+    log_p = torch.randn(64, 256).mul(3).log_softmax(-1)
+    log_p[5, 10:] = -math.inf  # a row with little support
+    temperature = torch.tensor([0.0, 0.3, 1.0, 2.5] * 16)
+    top_k = torch.tensor([0, 0, 1, 5, 40, 256, 0, 3] * 8)
+    seeds = list(range(64))
+    singles, uniforms = [], []
+    for row, seed in enumerate(seeds):
+        g = torch.Generator().manual_seed(seed)
+        singles.append(draw(log_p[row], float(temperature[row]), int(top_k[row]), g))
+        uniforms.append(torch.rand(1, generator=torch.Generator().manual_seed(seed)))
+    batched = draw_rows(log_p, temperature, top_k, torch.cat(uniforms))
+    assert batched.tolist() == singles

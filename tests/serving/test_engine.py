@@ -109,3 +109,12 @@ def test_hot_swap_finishes_a_request_on_its_version_and_starts_new_ones_on_the_n
         with pytest.raises(EngineError) as refused:
             generate(address)
         assert refused.value.status == 503 and "no model to serve" in refused.value.message
+
+
+def test_a_generation_route_is_healthy_only_while_its_engine_answers(tiny_run_dir, tmp_path):
+    from moe_unlearn.serving.api import GenerateAPI
+
+    with engine_thread(tiny_run_dir, slots=2) as (_, address):
+        assert GenerateAPI(tiny_run_dir, address).health()
+    assert not GenerateAPI(tiny_run_dir, address).health()  # the engine is gone: /health says 503
+    assert not GenerateAPI(tiny_run_dir, str(tmp_path / "nothing.sock")).health()
