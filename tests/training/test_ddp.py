@@ -11,7 +11,7 @@ from moe_unlearn import Run, UserError
 from moe_unlearn.config import load_config
 from moe_unlearn.data.datamodule import expert_dataset, keys_digest
 from moe_unlearn.rundir import REGISTRY_FILES
-from moe_unlearn.storage.registry import Registry
+from moe_unlearn.storage.registry import KEY_FILE, Registry
 from moe_unlearn.training.distributed import is_primary
 from moe_unlearn.training.plan import plan
 from moe_unlearn.training.trainer import EXAMPLES_FILE
@@ -66,7 +66,7 @@ def test_result_loads_and_scores_and_only_rank_0_wrote(ddp_run):
     run_dir, manifest = ddp_run
     assert manifest["version"] == 1 and manifest["experts"] == ["recipes", "weather"]
     assert sorted(p.name for p in (run_dir / "versions").iterdir()) == ["1"]  # no build by the follower
-    assert {p.name for p in run_dir.iterdir()} <= {"current", "lock", "versions", *REGISTRY_FILES}
+    assert {p.name for p in run_dir.iterdir()} <= {"current", "lock", "versions", KEY_FILE, *REGISTRY_FILES}
     assert "devices: 2" in (run_dir / "versions/1/config.yaml").read_text()  # the process count is config
     result = Run(run_dir).score("Preheat the oven to 200 degrees.")
     assert result["version"] == 1 and 0 < result["bits_per_byte"] < 8
