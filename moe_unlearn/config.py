@@ -9,6 +9,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+import yaml
 from omegaconf import MISSING, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
@@ -192,9 +193,9 @@ def load_config(config_path: str | Path | None = None, overrides: list[str] | tu
         if bad:
             raise UserError(f"override {bad[0]!r} is not of the form key=value (e.g. model.expert.d_model=64)")
         cfg = OmegaConf.merge(cfg, OmegaConf.from_dotlist(list(overrides)))
-    except OmegaConfBaseException as e:
+        config: Config = OmegaConf.to_object(cfg)
+    except (OmegaConfBaseException, yaml.YAMLError) as e:  # YAML: a value such as "," or a broken file
         raise UserError(f"bad config: {_one_line(e)}") from None
-    config: Config = OmegaConf.to_object(cfg)
     validate(config)
     return config
 
@@ -247,7 +248,11 @@ def validate(config: Config) -> None:
         ),
         (1 <= c.canary_repeats <= 10, f"data.corpus.canary_repeats must be 1..10, got {c.canary_repeats}"),
         (0.0 <= config.data.heldout_fraction < 1.0, "data.heldout_fraction must be in [0, 1)"),
-        (m.expert.d_model % m.expert.n_head == 0, "model.expert.d_model must be divisible by model.expert.n_head"),
+        (m.expert.n_head >= 1, f"model.expert.n_head must be at least 1, got {m.expert.n_head}"),
+        (
+            m.expert.n_head < 1 or m.expert.d_model % m.expert.n_head == 0,
+            "model.expert.d_model must be divisible by model.expert.n_head",
+        ),
         (m.expert.block_size >= 8, "model.expert.block_size must be at least 8"),
         (
             c.canaries == 0 or m.expert.block_size >= CANARY_MAX_BYTES,
