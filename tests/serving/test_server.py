@@ -24,6 +24,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from moe_unlearn import Run
+from moe_unlearn.data.splits import is_heldout
+from moe_unlearn.storage.builds import served_config
 from tests.conftest import TINY, cli
 
 SECRET = "3fa9c1"
@@ -445,6 +447,49 @@ def test_an_admin_forget_runs_as_a_job_and_reports_its_certificate(server):
         time.sleep(0.2)
         report = server.request("GET", queued["poll"], token=TOKEN)[1]
     assert report["job"]["exit_code"] == 0
+
+
+def test_a_forget_under_16_clients_of_score_and_generate_fails_nothing_and_serves_no_stale_answer(server):
+    """8 clients on /score and 8 on /generate, one request after another, while a CLI forget runs in
+    another process: no request fails, and none sent after the switch is answered by the old version."""
+    import threading
+
+    before = server.request("GET", "/experts")[1]["current_version"]
+    cfg = served_config(server.run_dir)
+    record = next(  # a trained-on record no other test forgets: its forget retrains `main`
+        r.id
+        for r in Run(server.run_dir).registry.records(["notes"])
+        if r.id.startswith("note-3-") and not is_heldout(r.id, cfg.seed, cfg.data.heldout_fraction)
+    )
+    done, switched_at, seen = threading.Event(), [], []
+
+    def client(i: int) -> None:
+        path, body = (
+            ("/score", {"text": "Rain later."})
+            if i % 2
+            else ("/generate", {"prompt": "Rain", "max_new_bytes": 8, "seed": i})
+        )
+        while not done.is_set():
+            sent = time.monotonic()
+            status, out = server.post(path, body)
+            seen.append((sent, status, out.get("version") if status == 200 else None))
+
+    def forget() -> None:
+        result = cli("forget", "--record", record, "--run-dir", server.run_dir, "--json", process=True)
+        assert result.returncode == 0, result.stderr
+        switched_at.append(time.monotonic())  # the switch happened before the command returned
+        time.sleep(1.0)  # and a little load after it
+        done.set()
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(16)]
+    for t in threads:
+        t.start()
+    forget()
+    for t in threads:
+        t.join(120)
+    assert len(seen) > 16 and all(status == 200 for _, status, _ in seen)  # 0 failed
+    after = [version for sent, _, version in seen if sent > switched_at[0]]
+    assert after and set(after) == {before + 1}  # 0 answered by the old version after the switch
 
 
 def test_no_record_text_in_the_server_log(server):
