@@ -123,3 +123,23 @@ def test_a_full_disk_during_the_build_is_one_line_and_the_request_resumes(tiny_c
     monkeypatch.undo()
     cert = Run(tiny_copy).resume(request["id"])
     assert cert["request_id"] == request["id"] and served_files(tiny_copy) != before
+
+
+def test_a_base_source_forget_killed_in_the_base_training_resumes_to_the_same_files(tmp_path):
+    """A full rebuild (a base-source record) killed while the base model trains, then resumed."""
+    from tests.conftest import TINY
+    from tests.unlearning.test_base import WITH_BASE
+    from tests.unlearning.test_oracle import ids_of
+
+    pristine = tmp_path / "pristine"
+    Run(pristine).train(TINY, WITH_BASE)
+    record = ids_of(pristine, "football")[0][2]
+    reference, crashed = tmp_path / "reference", tmp_path / "crashed"
+    for run_dir in (reference, crashed):
+        shutil.copytree(pristine, run_dir)
+    assert run_cli(["forget", "--record", record], reference).returncode == 0
+    assert run_cli(["forget", "--record", record], crashed, crash_at="mid-base-training").returncode == -signal.SIGKILL
+    assert served_files(crashed) == served_files(pristine)  # the old version, still served
+    (request,) = Run(crashed).requests()
+    assert run_cli(["forget", "--resume", request["id"]], crashed).returncode == 0
+    assert served_files(crashed) == served_files(reference)
