@@ -27,7 +27,8 @@ from rich.console import Console
 from moe_unlearn.config import Config
 from moe_unlearn.data.corpus import PUBLIC, base_corpus_domains, generate_corpus
 from moe_unlearn.errors import UserError
-from moe_unlearn.storage.registry import KEY_FILE, Registry
+from moe_unlearn.storage.keys import KEY_FILE
+from moe_unlearn.storage.registry import Registry
 
 DEFAULT_RUN_DIR = Path("checkpoints/default")
 REGISTRY_FILE = "registry.db"

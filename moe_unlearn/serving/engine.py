@@ -27,7 +27,6 @@ import base64
 import contextlib
 import json
 import multiprocessing as mp
-import os
 import selectors
 import socket
 import tempfile
@@ -198,14 +197,10 @@ class Engine:
     def _draw_every_slot(slots: VersionSlots, log_p: torch.Tensor) -> list[int]:
         """Every slot's next byte in one batched draw (idle slots draw too: one shape, whatever is under
         way), each active one with its own temperature, top-k and seeded generator."""
-        idle = Sequence(None, None, 1.0, 0, 0)
+        idle = Sequence(None, None, 0.0, 0, 0)  # greedy: draws no uniform
         rows = [r or idle for r in slots.rows]
-        uniform = torch.cat(
-            [
-                torch.rand(1, generator=r.generator) if r.temperature > 0 and r.generator else torch.full((1,), 0.5)
-                for r in rows
-            ]
-        )
+        draws = [torch.rand(1, generator=r.generator) if r.temperature > 0 else torch.zeros(1) for r in rows]
+        uniform = torch.cat(draws)
         temperature = torch.tensor([r.temperature for r in rows])
         top_k = torch.tensor([r.top_k for r in rows])
         return draw_rows(log_p, temperature, top_k, uniform).tolist()
@@ -273,8 +268,8 @@ class EngineProcess:
     """The engine in a process of its own, listening in a private temporary directory: `start` returns
     once the served version has loaded (a UserError if it does not), `stop` ends it."""
 
-    def __init__(self, run_dir: Path, slots: int = 16, threads: int = 0):
-        self.run_dir, self.slots, self.threads = Path(run_dir), slots, threads or (os.cpu_count() or 1)
+    def __init__(self, run_dir: Path, slots: int = 16, threads: int = 1):
+        self.run_dir, self.slots, self.threads = Path(run_dir), slots, threads
         self._dir = Path(tempfile.mkdtemp(prefix="moe-unlearn-engine-"))  # 0700: only this user connects
         self.address = str(self._dir / SOCKET_NAME)
         self._process = None

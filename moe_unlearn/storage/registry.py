@@ -22,7 +22,7 @@ from pathlib import Path
 
 from moe_unlearn.data.records import Record
 from moe_unlearn.errors import UserError
-from moe_unlearn.storage.keys import KEY_ENV, KEY_FILE, load_key  # noqa: F401 -- KEY_*: this module's API too
+from moe_unlearn.storage.keys import load_key
 from moe_unlearn.storage.schema import SCHEMA
 
 ROLES = ("expert", "base")

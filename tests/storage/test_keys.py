@@ -10,7 +10,8 @@ import sqlite3
 import pytest
 
 from moe_unlearn import Run, UserError
-from moe_unlearn.storage.registry import KEY_ENV, KEY_FILE, Registry
+from moe_unlearn.storage.keys import KEY_ENV, KEY_FILE
+from moe_unlearn.storage.registry import Registry
 
 
 @pytest.fixture

@@ -11,7 +11,8 @@ from moe_unlearn import Run, UserError
 from moe_unlearn.config import load_config
 from moe_unlearn.data.datamodule import expert_dataset, keys_digest
 from moe_unlearn.rundir import REGISTRY_FILES
-from moe_unlearn.storage.registry import KEY_FILE, Registry
+from moe_unlearn.storage.keys import KEY_FILE
+from moe_unlearn.storage.registry import Registry
 from moe_unlearn.training.distributed import is_primary
 from moe_unlearn.training.plan import plan
 from moe_unlearn.training.trainer import EXAMPLES_FILE
